@@ -1,0 +1,149 @@
+"""The `autoresearch` command: launch campaigns and read their lineage back out of MLflow.
+
+The only module that reads environment variables (through click's `envvar`s); everything below it
+receives a frozen `Settings`.
+"""
+
+from __future__ import annotations
+
+import signal
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from . import lineage, tracking
+from .errors import AutoresearchError
+from .loop import Settings, evaluate_recipe, run_loop
+
+_URI = click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+                    help="MLflow tracking URI [default: sqlite:///mlflow.db in the working "
+                         "directory; MLFLOW_TRACKING_URI overrides; http:// servers work too]")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@click.group(context_settings={"auto_envvar_prefix": "AUTORESEARCH",
+                               "help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Specialist agents search ML training recipes; every trial is an MLflow run."""
+    # SIGTERM (a scheduler, `timeout`) cleans up like Ctrl-C: the running trial is killed and
+    # recorded, never left behind.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+@main.command()
+@click.argument("environment")
+@click.option("--profile", default=None, help="Profile from autoresearch.yaml [default: the "
+              "environment's default_profile, else tiny]")
+@click.option("--trials", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Run until the campaign holds trials 0..N (0 is the measured baseline); "
+                   "running again with a larger N continues the campaign.")
+@_URI
+@click.option("--experiment", default=None, help="Campaign (experiment) name "
+              "[default: autoresearch/<environment>]")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the offline specialists' choices.")
+@click.option("--deadline-minutes", type=float, default=None, help="Stop starting trials after "
+              "this much wall time.")
+@click.option("--grace-minutes", type=float, default=None, help="Stop after this long without "
+              "a keep.")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".autoresearch"),
+              show_default=True, help="Data cache and per-trial scratch directories.")
+@click.option("--keep-run-dirs", is_flag=True, help="Keep each trial's scratch directory.")
+def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_minutes,
+        grace_minutes, workdir, keep_run_dirs) -> None:
+    """Run (or continue) a campaign on ENVIRONMENT: a name under projects/ or a folder path."""
+    settings = Settings(environment, profile, trials, tracking_uri, experiment, seed,
+                        deadline_minutes, grace_minutes, workdir, keep_run_dirs)
+    summary = _guard(lambda: run_loop(settings, echo=click.echo), tracking_uri)
+    click.echo(f"\nStopped: {summary.stop_reason}. This run: {len(summary.trials)} trial(s), "
+               + ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items())) + ".")
+    if summary.harness_seconds:
+        click.echo(f"Harness overhead per trial (outside the recipe processes): median "
+                   f"{statistics.median(summary.harness_seconds):.2f} s.")
+    if summary.best is not None:
+        click.echo(f"Best: t{summary.best.number:04d} ({summary.best.specialist}) score "
+                   f"{summary.best.score:.6g}. Experiment '{summary.campaign}' "
+                   f"(id {summary.experiment_id}); browse with `mlflow ui`.")
+
+
+@main.command()
+@click.argument("environment")
+@click.option("--profile", default=None, help="Profile from autoresearch.yaml.")
+@_URI
+@click.option("--run-id", envvar="MLFLOW_RUN_ID", default=None,
+              help="Record into this run (set by `mlflow run`) [default: a new run].")
+@click.option("--experiment", default=None, help="Experiment for a new run "
+              "[default: autoresearch/<environment>].")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".autoresearch"),
+              show_default=True)
+def evaluate(environment, profile, tracking_uri, run_id, experiment, workdir) -> None:
+    """Measure ENVIRONMENT's recipe as it is on disk, scored by its evaluator, as one trial."""
+    settings = Settings(environment, profile, 0, tracking_uri, experiment, workdir=workdir)
+    trial = _guard(lambda: evaluate_recipe(settings, run_id, echo=click.echo), tracking_uri)
+    if trial.verdict != "ok":
+        sys.exit(1)
+
+
+@main.command()
+@_URI
+@click.option("--experiment", default=None, help="Only this campaign.")
+def status(tracking_uri, experiment) -> None:
+    """Campaigns in the store: trials, labels and best score."""
+    def show():
+        client = tracking.connect(tracking_uri)
+        campaigns = tracking.search_campaigns(client, experiment)
+        if not campaigns:
+            click.echo("No campaigns yet: start one with `autoresearch run airbench96`.")
+        for exp_id, name in campaigns:
+            trials = tracking.search_campaign_trials(client, exp_id)
+            labels = Counter(t.verdict for t in trials)
+            kept = [t for t in trials if t.is_kept]
+            click.echo(f"{name} (experiment {exp_id}): {len(trials)} trial(s); "
+                       + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
+            if kept:
+                best = tracking.search_leaderboard(client, exp_id, tracking.campaign_direction(
+                    client, exp_id), 1)[0]
+                click.echo("  best " + lineage.trial_line(best, 90))
+    _guard(show, tracking_uri)
+
+
+@main.command("lineage")
+@click.argument("run_id")
+@_URI
+def lineage_cmd(run_id, tracking_uri) -> None:
+    """The chain from the baseline to RUN_ID, then RUN_ID's children."""
+    def show():
+        client = tracking.connect(tracking_uri)
+        chain = tracking.search_ancestors(client, run_id)
+        for depth, trial in enumerate(chain):
+            click.echo("  " * depth + lineage.trial_line(trial, 90))
+        experiment_id = tracking.run_experiment(client, run_id)
+        for child in reversed(tracking.search_children(client, experiment_id, run_id)):
+            click.echo("  " * len(chain) + "└ " + lineage.trial_line(child, 90))
+    _guard(show, tracking_uri)
+
+
+def _guard(action, tracking_uri):
+    """Run `action`, turning expected failures into one-line errors (exit 1)."""
+    try:
+        return action()
+    except AutoresearchError as exc:
+        raise click.ClickException(str(exc)) from None
+    except tracking.TrackingError as exc:
+        where = tracking_uri or "the default store"
+        first = str(exc).strip().splitlines()[0][:300]
+        raise click.ClickException(f"MLflow at {where} failed: {first}. Check --tracking-uri "
+                                   f"and that the server is running.") from None
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; the running trial was recorded as "
+                                   "harness_abort. Run the same command again to continue.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""Environments: a folder holding an MLproject plus `autoresearch.yaml`, read into `Environment`.
+
+`autoresearch.yaml` defines what counts (metric, direction, budgets, gates, seeds, editable and
+protected files, evaluator, roster); the MLproject says how to run. `load_environment` checks the
+one against the other and reports every problem in a single error. The format is documented in
+the README ("Environment spec").
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import EnvironmentSpecError
+from .records import Direction
+
+SPEC_FILE = "autoresearch.yaml"
+# Parameters the harness passes to the entry point itself; the MLproject must declare them.
+HARNESS_PARAMETERS = ("seed", "data_dir", "out_dir")
+_TOP_KEYS = {
+    "name", "description", "entry_point", "editable", "protected", "evaluator", "score",
+    "min_delta", "seeds", "budgets", "gates", "parameters", "profiles", "specialists",
+    "default_profile",
+}
+_PROFILE_KEYS = {"parameters", "seeds", "budgets", "gates", "min_delta"}
+_BUDGET_KEYS = {"train_seconds", "eval_seconds", "artifact_bytes"}
+
+
+@dataclass(frozen=True)
+class Specialist:
+    """A roster entry: what the specialist owns (prompt text) and which editable files it edits."""
+
+    name: str
+    owns: str
+    edits: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One environment at one profile, validated. Paths are absolute."""
+
+    name: str
+    root: Path
+    profile: str
+    entry_point: str
+    editable: tuple[str, ...]
+    protected: tuple[str, ...]
+    evaluator: Path
+    score_metric: str
+    direction: Direction
+    min_delta: float
+    seeds: tuple[int, ...]
+    train_seconds: float
+    eval_seconds: float
+    gates: dict[str, float] = field(default_factory=dict)
+    budgets: dict[str, float] = field(default_factory=dict)
+    parameters: dict[str, str] = field(default_factory=dict)
+    specialists: tuple[Specialist, ...] = ()
+    description: str = ""
+
+    def is_protected(self, relpath: str) -> bool:
+        """True for files no edit may touch: protected globs, the spec and the MLproject."""
+        fixed = (SPEC_FILE, "MLproject")
+        return relpath in fixed or any(fnmatch.fnmatch(relpath, g) for g in self.protected)
+
+    def specialist(self, name: str) -> Specialist:
+        for spec in self.specialists:
+            if spec.name == name:
+                return spec
+        known = ", ".join(s.name for s in self.specialists)
+        raise EnvironmentSpecError(f"{self.name} has no specialist {name!r}; its roster: {known}")
+
+
+def resolve_environment_dir(ref: str, search_roots: tuple[Path, ...] = ()) -> Path:
+    """Find an environment folder from a name under `projects/` or a path anywhere on disk."""
+    candidates = [Path(ref)]
+    roots = (*search_roots, Path.cwd(), Path(__file__).resolve().parent.parent)
+    candidates += [root / "projects" / ref for root in roots]
+    for path in candidates:
+        if (path / SPEC_FILE).is_file():
+            return path.resolve()
+    raise EnvironmentSpecError(
+        f"no environment {ref!r}: expected {ref}/{SPEC_FILE} or projects/{ref}/{SPEC_FILE} "
+        f"(run from the repository root, or pass the environment folder's path)"
+    )
+
+
+def load_environment(ref: str, profile: str | None = None) -> Environment:
+    """Read and validate `autoresearch.yaml` in the environment `ref`, at `profile`.
+
+    Args:
+        ref: an environment name under `projects/`, or a path to an environment folder.
+        profile: a profile named in the spec; None means its `default_profile` (else `tiny`).
+
+    Raises:
+        EnvironmentSpecError: listing every problem found, each with the fix.
+    """
+    root = resolve_environment_dir(ref)
+    spec_path = root / SPEC_FILE
+    try:
+        raw = yaml.safe_load(spec_path.read_text())
+    except yaml.YAMLError as exc:
+        raise EnvironmentSpecError(f"{spec_path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise EnvironmentSpecError(f"{spec_path} must be a mapping of keys to values")
+    problems: list[str] = []
+    env = _build(root, raw, profile, problems)
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise EnvironmentSpecError(f"{spec_path} has {len(problems)} problem(s):\n{listed}")
+    assert env is not None, "unreachable: _build returns None only with problems"
+    return env
+
+
+def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> Environment | None:
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        problems.append(f"unknown keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    for key in ("name", "entry_point", "editable", "evaluator", "score", "seeds", "budgets"):
+        if key not in raw:
+            problems.append(f"missing required key '{key}'")
+    profiles = raw.get("profiles") or {}
+    profile = profile or raw.get("default_profile") or "tiny"
+    merged = dict(raw)
+    if not isinstance(profiles, dict):
+        problems.append("'profiles' must map profile names to overrides")
+    elif profile not in profiles:
+        problems.append(f"profile {profile!r} is not defined; defined: {sorted(profiles)}")
+    else:
+        merged = _apply_profile(raw, profiles[profile] or {}, profile, problems)
+
+    editable = _str_list(merged.get("editable", []), "editable", problems)
+    protected = _str_list(merged.get("protected", []), "protected", problems)
+    for rel in editable:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            problems.append(f"editable path {rel!r} must be relative and inside the environment")
+        elif not (root / rel).is_file():
+            problems.append(f"editable file {rel!r} does not exist under {root}")
+        elif rel in (SPEC_FILE, "MLproject") or any(fnmatch.fnmatch(rel, g) for g in protected):
+            problems.append(f"{rel!r} is both editable and protected; remove it from one list")
+
+    evaluator = _evaluator_path(root, merged.get("evaluator"), problems)
+    score = merged.get("score") or {}
+    metric = score.get("metric") if isinstance(score, dict) else None
+    direction = score.get("direction") if isinstance(score, dict) else None
+    if not isinstance(metric, str) or not metric:
+        problems.append("'score.metric' must name the evaluator metric that is the score")
+    if direction not in ("minimize", "maximize"):
+        problems.append(f"'score.direction' must be minimize or maximize, got {direction!r}")
+
+    seeds = merged.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        problems.append(f"'seeds' must be a non-empty list of integers, got {seeds!r}")
+        seeds = []
+    budgets = merged.get("budgets") or {}
+    budgets = budgets if isinstance(budgets, dict) else {}
+    for key in ("train_seconds", "eval_seconds"):
+        if not _positive(budgets.get(key)):
+            problems.append(f"'budgets.{key}' must be a positive number of seconds")
+    for key in set(budgets) - _BUDGET_KEYS:
+        problems.append(f"unknown budget {key!r}; allowed: {sorted(_BUDGET_KEYS)}")
+    gates = merged.get("gates") or {}
+    if not isinstance(gates, dict) or not all(_number(v) for v in gates.values()):
+        problems.append("'gates' must map gate names to numbers")
+        gates = {}
+    min_delta = merged.get("min_delta", 0.0)
+    if not _number(min_delta) or min_delta < 0:
+        problems.append(f"'min_delta' must be a number >= 0, got {min_delta!r}")
+        min_delta = 0.0
+    parameters = merged.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        problems.append("'parameters' must map entry-point parameter names to values")
+        parameters = {}
+
+    entry_point = merged.get("entry_point")
+    _check_mlproject(root, entry_point, parameters, problems)
+    specialists = _specialists(merged.get("specialists"), editable, problems)
+    if problems:
+        return None
+    return Environment(
+        name=str(merged["name"]),
+        root=root,
+        profile=profile,
+        entry_point=str(entry_point),
+        editable=tuple(editable),
+        protected=tuple(protected),
+        evaluator=evaluator,
+        score_metric=metric,
+        direction=Direction(direction),
+        min_delta=float(min_delta),
+        seeds=tuple(seeds),
+        train_seconds=float(budgets["train_seconds"]),
+        eval_seconds=float(budgets["eval_seconds"]),
+        gates={k: float(v) for k, v in gates.items()},
+        budgets={k: float(v) for k, v in budgets.items()},
+        parameters={k: str(v) for k, v in parameters.items()},
+        specialists=specialists,
+        description=str(merged.get("description", "")).strip(),
+    )
+
+
+def _apply_profile(raw: dict, overrides: Any, profile: str, problems: list[str]) -> dict:
+    if not isinstance(overrides, dict):
+        problems.append(f"profile {profile!r} must be a mapping of overrides")
+        return dict(raw)
+    unknown = set(overrides) - _PROFILE_KEYS
+    if unknown:
+        problems.append(f"profile {profile!r} has unknown keys {sorted(unknown)}; "
+                        f"allowed: {sorted(_PROFILE_KEYS)}")
+    merged = dict(raw)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            merged[key] = {**raw[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _evaluator_path(root: Path, value: Any, problems: list[str]) -> Path:
+    if not isinstance(value, str) or not value:
+        return root
+    path = (root / value).resolve()
+    if not path.is_file():
+        problems.append(f"evaluator {value!r} does not exist (resolved to {path})")
+    elif path.is_relative_to(root):
+        problems.append(f"evaluator {value!r} lies inside the environment folder, where edits "
+                        f"could reach it; move it under evaluators/")
+    return path
+
+
+def _check_mlproject(root: Path, entry_point: Any, parameters: dict, problems: list[str]) -> None:
+    mlproject = root / "MLproject"
+    if not mlproject.is_file():
+        problems.append(f"no MLproject in {root}")
+        return
+    try:
+        spec = yaml.safe_load(mlproject.read_text()) or {}
+    except yaml.YAMLError as exc:
+        problems.append(f"MLproject is not valid YAML: {exc}")
+        return
+    entry_points = spec.get("entry_points") or {}
+    if entry_point not in entry_points:
+        problems.append(f"entry point {entry_point!r} is not in MLproject; it has "
+                        f"{sorted(entry_points)}")
+        return
+    declared = set((entry_points[entry_point] or {}).get("parameters") or {})
+    missing = [p for p in (*HARNESS_PARAMETERS, *parameters) if p not in declared]
+    if missing:
+        problems.append(f"MLproject entry point {entry_point!r} must declare parameters {missing}")
+
+
+def _specialists(value: Any, editable: list[str], problems: list[str]) -> tuple[Specialist, ...]:
+    if not isinstance(value, dict) or not value:
+        problems.append("'specialists' must map each specialist name to {owns, edits}")
+        return ()
+    roster = []
+    for name, entry in value.items():
+        entry = entry or {}
+        edits = entry.get("edits", editable) if isinstance(entry, dict) else []
+        stray = [e for e in edits if e not in editable]
+        if not isinstance(entry, dict) or not entry.get("owns"):
+            problems.append(f"specialist {name!r} needs 'owns': what part of the recipe it owns")
+        if stray:
+            problems.append(f"specialist {name!r} edits {stray}, which are not editable files")
+        roster.append(Specialist(str(name), str(entry.get("owns", "")) if isinstance(entry, dict)
+                                 else "", tuple(edits)))
+    return tuple(roster)
+
+
+def _str_list(value: Any, key: str, problems: list[str]) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.append(f"'{key}' must be a list of relative paths")
+        return []
+    return value
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive(value: Any) -> bool:
+    return _number(value) and value > 0

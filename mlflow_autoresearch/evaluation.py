@@ -1,0 +1,105 @@
+"""Run an environment's harness-owned evaluator and turn its `outcome.json` into an `Outcome`.
+
+The evaluator is a script under `evaluators/` (contract: evaluators/README.md). It runs in its own
+process group under the environment's eval budget. Faults of the evaluator itself are never
+blamed on the recipe: a timeout is `eval_budget_overrun`, a crash or an invalid file is
+`harness_abort`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import process
+from .environment import Environment
+from .errors import HarnessError
+from .records import EXCERPT_CHARS, FailureLabel, Outcome
+
+OUTCOME_FILE = "outcome.json"
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class CommandEvaluator:
+    """Runs `python <env.evaluator> {prepare,score} ...` for one environment and profile."""
+
+    env: Environment
+    data_root: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.data_root / self.env.name / self.env.profile
+
+    @property
+    def public_dir(self) -> Path:
+        """What the recipe may read; passed to it as `data_dir`."""
+        return self.data_dir / "public"
+
+    def prepare(self, log_dir: Path) -> None:
+        """Build or find the profile's data. Raises HarnessError with the evaluator's reason."""
+        log_dir.mkdir(parents=True, exist_ok=True)
+        stdout, stderr = log_dir / "prepare.stdout.txt", log_dir / "prepare.stderr.txt"
+        finished = process.run(
+            self._argv("prepare", "--profile", self.env.profile, "--data-dir", str(self.data_dir)),
+            self.env.evaluator.parent, None, stdout, stderr)
+        if finished.exit_code != 0:
+            lines = stderr.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+            raise HarnessError(f"preparing {self.env.name} data ({self.env.profile}) failed: "
+                               f"{lines[-1]}")
+
+    def __call__(self, run_dir: Path) -> Outcome:
+        """Score one trial's run directory (which holds harness.json and the seeds' outputs)."""
+        out = run_dir / OUTCOME_FILE
+        stdout, stderr = run_dir / "evaluator.stdout.txt", run_dir / "evaluator.stderr.txt"
+        finished = process.run(
+            self._argv("score", "--profile", self.env.profile, "--data-dir", str(self.data_dir),
+                       "--run-dir", str(run_dir), "--out", str(out)),
+            self.env.evaluator.parent, self.env.eval_seconds, stdout, stderr)
+        if finished.timed_out:
+            return Outcome(FailureLabel.EVAL_BUDGET_OVERRUN, seconds=finished.seconds,
+                           excerpt=f"evaluation killed at {finished.seconds:.1f} s "
+                                   f"(budget {self.env.eval_seconds:g} s)")
+        if finished.exit_code != 0 or not out.is_file():
+            tail = stderr.read_text(errors="replace")[-EXCERPT_CHARS:].strip()
+            return Outcome(FailureLabel.HARNESS_ABORT, seconds=finished.seconds,
+                           excerpt=f"evaluator exited {finished.exit_code}: {tail}")
+        try:
+            return parse_outcome(out.read_text(), finished.seconds)
+        except ValueError as exc:
+            return Outcome(FailureLabel.HARNESS_ABORT, seconds=finished.seconds,
+                           excerpt=f"evaluator wrote an invalid {OUTCOME_FILE}: {exc}")
+
+    def _argv(self, *args: str) -> list[str]:
+        return [sys.executable, str(self.env.evaluator), *args]
+
+
+def parse_outcome(text: str, seconds: float = 0.0) -> Outcome:
+    """Validate an `outcome.json` document (schema 1). Raises ValueError naming the problem."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ValueError(f"expected an object with \"schema\": {SCHEMA}")
+    label = FailureLabel.from_tag(str(doc.get("label")))
+    if label in (FailureLabel.PREFLIGHT_CRASH, FailureLabel.HARNESS_ABORT):
+        raise ValueError(f"label {label.tag!r} is the harness's to give, not the evaluator's")
+    metrics = doc.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise ValueError("\"metrics\" must be an object of name -> number")
+    clean = {}
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"metric {name!r} is not a number: {value!r}")
+        if math.isfinite(value):
+            clean[str(name)] = float(value)
+    score = doc.get("score")
+    excerpt = doc.get("excerpt") or ""
+    if not isinstance(excerpt, str):
+        raise ValueError("\"excerpt\" must be a string")
+    return Outcome(label, score=None if score is None else float(score), metrics=clean,
+                   excerpt=excerpt, seconds=seconds)

@@ -1,0 +1,139 @@
+"""The lineage view every specialist receives, and its text rendering: pure functions over Trials.
+
+`tracking.py` fills a `LineageView` from bounded MLflow queries; this module only shapes and
+renders it, with the size caps of the reference system (paper section 3): leaderboard <= 4 KB,
+knowledge (best chain, the best's children, recent activity) <= 8 KB, last 10 trials with notes.
+`harness_abort` trials never appear: an infrastructure fault does not count as an idea tried.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .records import FailureLabel, Trial
+
+LEADERBOARD_BYTES = 4000
+KNOWLEDGE_BYTES = 8000
+SATURATION_WINDOW = 5
+
+
+@dataclass(frozen=True)
+class LineageView:
+    """What is known when a specialist proposes. Lists are newest first unless stated."""
+
+    baseline: Trial | None
+    leaderboard: tuple[Trial, ...]      # kept trials and the baseline, best first
+    best_chain: tuple[Trial, ...]       # root first, ending at the best
+    best_children: tuple[Trial, ...]    # every child of the best, failures included
+    recent: tuple[Trial, ...]           # all specialists
+    mine: tuple[Trial, ...]             # this specialist's own last trials
+
+    @property
+    def best(self) -> Trial | None:
+        return self.leaderboard[0] if self.leaderboard else None
+
+    @property
+    def root(self) -> Trial | None:
+        """The parent of last resort: the best, else the measured baseline."""
+        return self.best or self.baseline
+
+
+def visible(trials: tuple[Trial, ...] | list[Trial]) -> tuple[Trial, ...]:
+    """Trials specialists may see: everything but harness faults and unfinished runs."""
+    return tuple(t for t in trials
+                 if t.label is not None and t.label is not FailureLabel.HARNESS_ABORT)
+
+
+def lineage_path(parent_id: str | None, parent_path: str) -> str:
+    """`/<root id>/.../<parent id>/` for a child of `parent_id` (whose own path is `parent_path`):
+    one `IN` query then fetches every ancestor."""
+    if parent_id is None:
+        return ""
+    return (parent_path or "/") + parent_id + "/"
+
+
+def saturated(mine: tuple[Trial, ...], margin: float) -> bool:
+    """True when a specialist's last few trials all failed or moved the score by <= margin."""
+    window = mine[:SATURATION_WINDOW]
+    if len(window) < SATURATION_WINDOW:
+        return False
+    return all(t.label is not FailureLabel.OK or t.delta_vs_best is None
+               or abs(t.delta_vs_best) <= margin for t in window)
+
+
+def trial_line(t: Trial, hypothesis_chars: int = 100) -> str:
+    """One trial as a line: `t0007 [opt, ok, score=4.12, delta=-0.18, keep] hypothesis`."""
+    parts = [t.specialist, t.verdict]
+    if t.score is not None:
+        parts.append(f"score={t.score:.6g}")
+    if t.delta_vs_best is not None:
+        parts.append(f"delta={t.delta_vs_best:+.4g}")
+    if t.decision is not None:
+        parts.append(t.decision.value)
+    return f"t{t.number:04d} [{', '.join(parts)}] {clip(t.hypothesis, hypothesis_chars)}"
+
+
+def render_context(view: LineageView, specialist: str, margin: float,
+                   metric: str, direction: str) -> str:
+    """The lineage part of a specialist's prompt, as Markdown, size-capped section by section."""
+    best = view.best
+    head = [f"# Lineage for `{specialist}`", ""]
+    if best is not None:
+        head.append(f"Current best: t{best.number:04d} by {best.specialist}, "
+                    f"{metric} = {best.score:.6g} ({direction}).")
+    elif view.baseline is not None:
+        head.append(f"No valid score yet; the baseline t0000 ended {view.baseline.verdict}.")
+    board = ["## Leaderboard (kept trials, best first)", ""]
+    board += [trial_line(t, 100) for t in view.leaderboard[:20]]
+    knowledge = ["## Chain from the baseline to the best", ""]
+    knowledge += [trial_line(t, 100) for t in visible(view.best_chain)]
+    knowledge += ["", "## Children of the best (failures included)", ""]
+    knowledge += [trial_line(t, 100) for t in visible(view.best_children)] or ["(none yet)"]
+    knowledge += ["", "## Recent activity (all specialists)", ""]
+    knowledge += [trial_line(t, 80) for t in visible(view.recent)[:30]]
+    last = ["## Last 10 trials, with notes and crash excerpts", ""]
+    for t in visible(view.recent)[:10]:
+        last.append(trial_line(t, 140))
+        note = t.excerpt if t.label is not FailureLabel.OK and t.excerpt else t.notes
+        if note:
+            last.append(f"    notes: {clip(' '.join(note.split()), 160)}")
+    nudge = []
+    if saturated(visible(view.mine), margin):
+        nudge = ["## Saturation warning", "",
+                 f"Your last {SATURATION_WINDOW} trials all failed or moved the score by at most "
+                 f"{margin:g}. Go structural: try a mechanism not yet tried, or start from "
+                 f"another kept trial."]
+    sections = ["\n".join(head), _cap("\n".join(board), LEADERBOARD_BYTES),
+                _cap("\n".join(knowledge), KNOWLEDGE_BYTES), "\n".join(last)]
+    if nudge:
+        sections.append("\n".join(nudge))
+    return "\n\n".join(sections) + "\n"
+
+
+def tree_rows(trials: list[Trial]) -> list[tuple[int, Trial]]:
+    """Trials in preorder with their depth: the lineage tree as `autoresearch lineage` prints it."""
+    children: dict[str | None, list[Trial]] = {}
+    ids = {t.run_id for t in trials}
+    for t in sorted(trials, key=lambda t: t.number):
+        children.setdefault(t.parent_id if t.parent_id in ids else None, []).append(t)
+    rows: list[tuple[int, Trial]] = []
+    stack = [(0, t) for t in reversed(children.get(None, []))]
+    while stack:
+        depth, t = stack.pop()
+        rows.append((depth, t))
+        stack += [(depth + 1, c) for c in reversed(children.get(t.run_id, []))]
+    return rows
+
+
+def clip(text: str, n: int) -> str:
+    """One line of at most `n` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _cap(text: str, limit: int) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    marker = "\n[... truncated to fit the context budget]"
+    return data[: limit - len(marker)].decode(errors="ignore") + marker

@@ -1,0 +1,145 @@
+"""The vocabulary every module passes around: labels, decisions, proposals, outcomes, trials.
+
+Frozen dataclasses and enums with their invariants checked at construction. No I/O: building a
+`Trial` from an MLflow run is `tracking.py`'s job, deciding a label is the evaluator's.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+
+class FailureLabel(enum.IntEnum):
+    """A trial's verdict. The value is the `failure_code` metric; the tag is the lower-case name.
+
+    Codes are stable and append-only (see evaluators/README.md): never renumber or reuse one.
+    """
+
+    OK = 0
+    CRASH = 1
+    PREFLIGHT_CRASH = 2
+    TRAIN_BUDGET_OVERRUN = 3
+    EVAL_BUDGET_OVERRUN = 4
+    SIZE_BLOCKED = 5
+    DISQUALIFIED = 6
+    ILLEGAL = 7
+    HARNESS_ABORT = 8
+
+    @property
+    def tag(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_tag(cls, value: str) -> FailureLabel:
+        try:
+            return cls[value.upper()]
+        except KeyError:
+            known = ", ".join(label.tag for label in cls)
+            raise ValueError(f"unknown label {value!r}; expected one of: {known}") from None
+
+
+class Decision(str, enum.Enum):
+    """What the loop made of an `ok` trial against the best at record time."""
+
+    BASELINE = "baseline"
+    KEEP = "keep"
+    DISCARD = "discard"
+
+
+class Direction(str, enum.Enum):
+    MINIMIZE = "minimize"
+    MAXIMIZE = "maximize"
+
+    def better(self, a: float, b: float, margin: float = 0.0) -> bool:
+        """True when score `a` beats `b` by more than `margin`."""
+        return a < b - margin if self is Direction.MINIMIZE else a > b + margin
+
+
+EXCERPT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One specialist's hypothesis and the code edit that tests it.
+
+    `diff` is a unified diff against the parent trial's recipe (paths relative to the environment
+    folder, `a/` and `b/` prefixes); it may be empty only for the baseline.
+    """
+
+    specialist: str
+    hypothesis: str
+    diff: str
+    parent_id: str | None
+    expected_delta: float | None = None
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.specialist.strip():
+            raise ValueError("a proposal needs a specialist name")
+        if not self.hypothesis.strip():
+            raise ValueError("a proposal needs a one-sentence hypothesis")
+        if self.parent_id is not None and not self.diff.strip():
+            raise ValueError("a proposal with a parent needs a non-empty diff")
+        if self.expected_delta is not None and not math.isfinite(self.expected_delta):
+            raise ValueError(f"expected_delta must be finite, got {self.expected_delta}")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the evaluator (or the harness, for faults it caught itself) measured.
+
+    `score` is finite exactly when the label is OK, so a failed trial can never win; numbers
+    measured on failed trials go in `metrics`.
+    """
+
+    label: FailureLabel
+    score: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    excerpt: str = ""
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.label is FailureLabel.OK:
+            if self.score is None or not math.isfinite(self.score):
+                raise ValueError(f"an ok outcome needs a finite score, got {self.score}")
+        elif self.score is not None:
+            raise ValueError(f"a {self.label.tag} outcome carries no score (got {self.score})")
+        for name, value in self.metrics.items():
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"metric {name!r} must be a finite number, got {value!r}")
+        if len(self.excerpt) > EXCERPT_CHARS:
+            object.__setattr__(self, "excerpt", self.excerpt[-EXCERPT_CHARS:])
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A detached record of one trial as MLflow holds it; never writes.
+
+    `outcome` is None while the trial is running; `decision` is set only on ok trials.
+    """
+
+    run_id: str
+    number: int
+    specialist: str
+    hypothesis: str
+    parent_id: str | None
+    status: str
+    label: FailureLabel | None = None
+    score: float | None = None
+    decision: Decision | None = None
+    delta_vs_best: float | None = None
+    notes: str = ""
+    excerpt: str = ""
+    diff_sha: str = ""
+    start_time: int = 0
+
+    @property
+    def verdict(self) -> str:
+        """The label's tag, or the run status while no label exists (a running trial)."""
+        return self.label.tag if self.label is not None else self.status.lower()
+
+    @property
+    def is_kept(self) -> bool:
+        return self.decision in (Decision.BASELINE, Decision.KEEP)

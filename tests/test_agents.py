@@ -1,0 +1,82 @@
+"""The offline specialist: real edits from the technique table, shaped by lineage."""
+
+import pytest
+
+from mlflow_autoresearch.agents import (AgentContext, OfflineAgent, Technique, apply_technique,
+                                        load_techniques, offline_roster)
+from mlflow_autoresearch.environment import load_environment
+from mlflow_autoresearch.errors import ProposalError
+from mlflow_autoresearch.lineage import LineageView
+from mlflow_autoresearch.records import Decision, FailureLabel, Trial
+from mlflow_autoresearch.workspace import diff_sha, read_editable
+
+SRC = 'EPOCHS = {"tiny": 8, "real": 45}  # epochs\nLR = 9.0  # peak lr\nTTA = True\n'
+
+
+def test_relative_and_literal_changes_keep_the_line_shape():
+    files = {"r.py": SRC}
+    t = Technique("t", {"EPOCHS": "-1", "LR": "*1.15", "TTA": False}, "h", -0.1)
+    out, notes = apply_technique(files, ("r.py",), t, "tiny")
+    assert out["r.py"] == ('EPOCHS = {"tiny": 7, "real": 45}  # epochs\nLR = 10.35  # peak lr\n'
+                           'TTA = False\n')
+    assert notes == ["EPOCHS 8->7", "LR 9.0->10.35", "TTA True->False"]
+    with pytest.raises(KeyError, match="MISSING"):
+        apply_technique(files, ("r.py",), Technique("t", {"MISSING": 1}, "h", 0.0), "tiny")
+
+
+def trial(n, run_id, label="ok", parent=None, decision=None, spec="opt", sha=""):
+    lab = FailureLabel.from_tag(label)
+    return Trial(run_id, n, spec, "h", parent, "FINISHED", lab,
+                 1.0 if lab is FailureLabel.OK else None, decision, diff_sha=sha)
+
+
+@pytest.fixture
+def env(toy_env):
+    return load_environment(str(toy_env))
+
+
+def _ctx(env, view, recipes, children=(), number=1, spec="sched"):
+    return AgentContext(env, env.specialist(spec), number, view, "", lambda rid: recipes[rid],
+                        lambda rid: [c for c in children if c.parent_id == rid])
+
+
+def test_offline_agent_edits_the_parent_and_skips_edits_tried_on_it(env):
+    base = trial(0, "r0", decision=Decision.BASELINE, spec="baseline")
+    view = LineageView(base, (base,), (base,), (), (), ())
+    recipes = {"r0": read_editable(env, env.root)}
+    agent = offline_roster(env, seed=0)["sched"]
+    first = agent.propose(_ctx(env, view, recipes))
+    assert first.parent_id == "r0" and "STEPS" in first.diff
+    tried = trial(1, "r1", parent="r0", sha=diff_sha(first.diff))
+    second = agent.propose(_ctx(env, view, recipes, [tried]))
+    assert diff_sha(second.diff) != diff_sha(first.diff)
+    both = [tried, trial(2, "r2", parent="r0", sha=diff_sha(second.diff))]
+    with pytest.raises(ProposalError, match="tried every technique"):
+        agent.propose(_ctx(env, view, recipes, both))
+
+
+def test_offline_agent_is_deterministic_per_seed(env):
+    base = trial(0, "r0", decision=Decision.BASELINE, spec="baseline")
+    view = LineageView(base, (base,), (base,), (), (), ())
+    recipes = {"r0": read_editable(env, env.root)}
+    runs = [OfflineAgent("opt", load_techniques(env)["opt"], seed=s).propose(
+        _ctx(env, view, recipes, spec="opt")).diff for s in (7, 7)]
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("label, effect", [("train_budget_overrun", "cost"),
+                                           ("disqualified", "quality")])
+def test_offline_agent_compensates_its_last_failure(env, label, effect):
+    base = trial(0, "r0", decision=Decision.BASELINE, spec="baseline")
+    failed = trial(1, "r1", label=label, parent="r0", spec="sched")
+    view = LineageView(base, (base,), (base,), (failed,), (failed,), (failed,))
+    recipe = read_editable(env, env.root)
+    failed_recipe = {k: v.replace("LR = 0.1", "LR = 0.3") for k, v in recipe.items()}
+    techniques = [Technique("cheap", {"STEPS": "-20"}, "Fewer steps", 0.1, "down", "down"),
+                  Technique("better", {"STEPS": "*2"}, "More steps", -0.1, "up", "up")]
+    proposal = OfflineAgent("sched", techniques).propose(
+        _ctx(env, view, {"r0": recipe, "r1": failed_recipe}))
+    assert proposal.parent_id == "r0"
+    assert "LR = 0.3" in proposal.diff  # the failed edit is kept ...
+    assert ("STEPS = 40" if effect == "cost" else "STEPS = 120") in proposal.diff  # ... and fixed
+    assert "t0001" in proposal.hypothesis and "builds on failed trial" in proposal.notes

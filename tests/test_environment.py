@@ -1,0 +1,64 @@
+import pytest
+import yaml
+
+from mlflow_autoresearch.environment import load_environment
+from mlflow_autoresearch.errors import EnvironmentSpecError
+from mlflow_autoresearch.records import Direction
+
+
+def test_loads_the_toy_environment_by_path(toy_env):
+    env = load_environment(str(toy_env))
+    assert env.name == "toy" and env.profile == "tiny"
+    assert env.direction is Direction.MINIMIZE
+    assert env.seeds == (0, 1) and env.train_seconds == 20
+    assert [s.name for s in env.specialists] == ["opt", "sched"]
+    assert env.is_protected("techniques.yaml") and env.is_protected("MLproject")
+    assert not env.is_protected("recipe/toy.py")
+
+
+def test_profile_overrides_merge(toy_env):
+    spec = yaml.safe_load((toy_env / "autoresearch.yaml").read_text())
+    spec["profiles"]["big"] = {"seeds": [0, 1, 2], "budgets": {"train_seconds": 99}}
+    (toy_env / "autoresearch.yaml").write_text(yaml.safe_dump(spec))
+    env = load_environment(str(toy_env), "big")
+    assert env.seeds == (0, 1, 2) and env.train_seconds == 99 and env.eval_seconds == 20
+
+
+def test_every_problem_is_reported_in_one_error(toy_env):
+    spec = yaml.safe_load((toy_env / "autoresearch.yaml").read_text())
+    spec.update({"entry_point": "nope", "editable": ["recipe/missing.py"], "seeds": [],
+                 "score": {"metric": "mse", "direction": "sideways"}, "colour": "blue",
+                 "evaluator": "../evaluators/missing.py"})
+    del spec["budgets"]
+    (toy_env / "autoresearch.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(EnvironmentSpecError) as err:
+        load_environment(str(toy_env))
+    text = str(err.value)
+    for expected in ("unknown keys ['colour']", "missing required key 'budgets'",
+                     "recipe/missing.py' does not exist", "minimize or maximize",
+                     "'seeds' must be", "entry point 'nope' is not in MLproject",
+                     "evaluator '../evaluators/missing.py' does not exist",
+                     "budgets.train_seconds"):
+        assert expected in text
+    assert "problem(s)" in text.splitlines()[0]
+
+
+def test_evaluator_inside_the_environment_is_refused(toy_env):
+    spec = yaml.safe_load((toy_env / "autoresearch.yaml").read_text())
+    spec["evaluator"] = "recipe/toy.py"
+    (toy_env / "autoresearch.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(EnvironmentSpecError, match="lies inside the environment folder"):
+        load_environment(str(toy_env))
+
+
+def test_unknown_environment_and_profile_say_what_to_do(toy_env):
+    with pytest.raises(EnvironmentSpecError, match="no environment 'nowhere'"):
+        load_environment("nowhere")
+    with pytest.raises(EnvironmentSpecError, match="profile 'huge' is not defined"):
+        load_environment(str(toy_env), "huge")
+
+
+def test_broken_yaml_is_one_clear_error(toy_env):
+    (toy_env / "autoresearch.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(EnvironmentSpecError, match="not valid YAML"):
+        load_environment(str(toy_env))
