@@ -53,7 +53,8 @@ def main() -> None:
 @click.option("--grace-minutes", type=float, default=None, help="Stop after this long without "
               "a keep.")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path(".autoresearch"),
-              show_default=True, help="Data cache and per-trial scratch directories.")
+              envvar="AUTORESEARCH_WORKDIR", show_default=True,
+              help="Data cache and per-trial scratch directories.")
 @click.option("--keep-run-dirs", is_flag=True, help="Keep each trial's scratch directory.")
 def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_minutes,
         grace_minutes, workdir, keep_run_dirs) -> None:
@@ -81,7 +82,8 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
 @click.option("--experiment", default=None, help="Experiment for a new run "
               "[default: autoresearch/<environment>].")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path(".autoresearch"),
-              show_default=True)
+              envvar="AUTORESEARCH_WORKDIR", show_default=True,
+              help="Data cache and per-trial scratch directories.")
 def evaluate(environment, profile, tracking_uri, run_id, experiment, workdir) -> None:
     """Measure ENVIRONMENT's recipe as it is on disk, scored by its evaluator, as one trial."""
     settings = Settings(environment, profile, 0, tracking_uri, experiment, workdir=workdir)

@@ -63,7 +63,7 @@ class Campaign:
 
     env: Environment
     settings: Settings
-    client: object
+    client: object                    # tracking's MlflowClient; only tracking.py touches it
     experiment_id: str
     name: str
     evaluator: CommandEvaluator
@@ -100,7 +100,6 @@ class Campaign:
         `run_id` adopts an existing run (the one `mlflow run` opened) instead of creating one.
         """
         started = time.monotonic()
-        best = self.best()
         parent_path = ""
         if proposal.parent_id:
             parent_path = tracking.get_lineage_path(self.client, proposal.parent_id)
@@ -131,7 +130,7 @@ class Campaign:
         except Exception as exc:
             tracking.abort_trial(self.client, run_id, f"harness error: {exc!r}")
             raise
-        decision, delta = decide(self.env, outcome, best, number)
+        decision, delta = decide(self.env, outcome, self.best(), proposal.parent_id is None)
         harness = time.monotonic() - started - recipe_seconds
         extra = {"diff_lines": float(diff_lines(proposal.diff)),
                  "harness_seconds": round(harness, 4),
@@ -148,8 +147,8 @@ class Campaign:
         parent_files = None
         if proposal.parent_id:
             parent_files = tracking.load_recipe(self.client, proposal.parent_id, self.env.editable)
-        workspace = materialise(self.env, parent_files, run_dir / "workspace")
         try:
+            workspace = materialise(self.env, parent_files, run_dir / "workspace")
             if proposal.diff.strip():
                 touched = apply_diff(self.env, workspace, proposal.diff)
                 syntax_check(workspace, touched)
@@ -159,12 +158,16 @@ class Campaign:
 
 
 def decide(env: Environment, outcome: Outcome, best: Trial | None,
-           number: int) -> tuple[Decision | None, float | None]:
-    """Keep iff ok and better than the best at record time by more than `min_delta`."""
+           is_baseline: bool) -> tuple[Decision | None, float | None]:
+    """Keep iff ok and better than the best at record time by more than `min_delta`.
+
+    The first valid score of a campaign is the reference: `baseline` for the unmodified recipe,
+    `keep` for a trial that succeeded where the baseline did not.
+    """
     if outcome.label is not FailureLabel.OK:
         return None, None
     if best is None:
-        return (Decision.BASELINE if number == 0 else Decision.KEEP), None
+        return (Decision.BASELINE if is_baseline else Decision.KEEP), None
     delta = outcome.score - best.score
     keep = env.direction.better(outcome.score, best.score, env.min_delta)
     return (Decision.KEEP if keep else Decision.DISCARD), delta

@@ -74,6 +74,9 @@ class Proposal:
     parent_id: str | None
     expected_delta: float | None = None
     notes: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)    # e.g. llm_input_tokens
+    tags: dict[str, str] = field(default_factory=dict)         # e.g. the model name
+    artifacts: dict[str, str] = field(default_factory=dict)    # name -> text, e.g. the prompt
 
     def __post_init__(self) -> None:
         if not self.specialist.strip():

@@ -96,6 +96,7 @@ def create_trial(client: MlflowClient, experiment_id: str, env: Environment, cam
     if proposal.parent_id:
         run_tags[tags.PARENT] = proposal.parent_id
         run_tags[tags.MLFLOW_PARENT] = proposal.parent_id
+    run_tags.update({f"{tags.PREFIX}{k}": _cap(v) for k, v in proposal.tags.items()})
     if run_id is None:
         run_id = client.create_run(experiment_id, run_name=f"t{number:04d}-{proposal.specialist}",
                                    tags=run_tags).info.run_id
@@ -134,6 +135,8 @@ def log_proposal(client: MlflowClient, run_id: str, proposal: Proposal, context:
     client.log_text(run_id, proposal.diff, tags.PATCH)
     client.log_text(run_id, proposal.diff, tags.PATCH_PREVIEW)
     client.log_text(run_id, context, tags.CONTEXT)
+    for name, text in proposal.artifacts.items():
+        client.log_text(run_id, text, f"{tags.ARTIFACT_DIR}/{name}")
     if recipe_dir is not None:
         for rel in editable:
             parent = str(Path(tags.RECIPE_DIR) / Path(rel).parent).rstrip("/.")
@@ -161,7 +164,8 @@ def finish_trial(client: MlflowClient, run_id: str, number: int, proposal: Propo
                  extra_metrics: dict[str, float], run_dir: Path | None) -> None:
     """Record the verdict: label and decision tags, metrics, evaluation and logs, run note,
     then FINISHED (or FAILED for harness_abort: the harness cannot vouch for the trial)."""
-    metrics = {**outcome.metrics, **extra_metrics, tags.FAILURE_CODE: float(outcome.label)}
+    metrics = {**outcome.metrics, **proposal.metrics, **extra_metrics,
+               tags.FAILURE_CODE: float(outcome.label)}
     if outcome.label is FailureLabel.OK:
         metrics[tags.SCORE] = float(outcome.score)
     if delta is not None:

@@ -103,3 +103,19 @@ def test_resuming_continues_numbering_and_lineage(toy_env, store, tmp_path):
     assert [t.number for t in chain] == [0, 1, 2]
     assert client.get_run(second.trials[0].run_id).data.tags[tags.MLFLOW_PARENT] == \
         first.trials[1].run_id
+
+
+def test_keep_rule_needs_more_than_min_delta(toy_env):
+    from mlflow_autoresearch.environment import load_environment
+    from mlflow_autoresearch.loop import decide
+    from mlflow_autoresearch.records import Outcome, Trial
+
+    env = load_environment(str(toy_env))  # minimize, min_delta 0.0001
+    best = Trial("r0", 0, "baseline", "h", None, "FINISHED", FailureLabel.OK, 1.0)
+    ok = lambda score: Outcome(FailureLabel.OK, score=score)  # noqa: E731
+    assert decide(env, ok(0.9), best, False) == (Decision.KEEP, pytest.approx(-0.1))
+    assert decide(env, ok(0.99995), best, False)[0] is Decision.DISCARD  # inside the noise margin
+    assert decide(env, ok(1.5), best, False)[0] is Decision.DISCARD
+    assert decide(env, Outcome(FailureLabel.CRASH), best, False) == (None, None)
+    assert decide(env, ok(3.0), None, True) == (Decision.BASELINE, None)
+    assert decide(env, ok(3.0), None, False) == (Decision.KEEP, None)
