@@ -16,6 +16,7 @@ import click
 
 from . import lineage, tracking
 from .errors import AutoresearchError
+from .llm import ClientSettings
 from .loop import Settings, evaluate_recipe, run_loop
 
 _URI = click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
@@ -56,11 +57,51 @@ def main() -> None:
               envvar="AUTORESEARCH_WORKDIR", show_default=True,
               help="Data cache and per-trial scratch directories.")
 @click.option("--keep-run-dirs", is_flag=True, help="Keep each trial's scratch directory.")
+@click.option("--specialists", default="offline", show_default=True,
+              help="offline (technique tables, no API key), llm (every specialist asks --model), "
+                   "or a comma-separated list of the specialists that use the LLM.")
+@click.option("--model", default=None, help="Model for LLM specialists on any OpenAI-compatible "
+              "endpoint.")
+@click.option("--base-url", envvar="OPENAI_BASE_URL", default=None,
+              help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 for a local vLLM, "
+                   "Ollama or llama.cpp server [default: OPENAI_BASE_URL, else the OpenAI API]")
+@click.option("--api-key", envvar="OPENAI_API_KEY", default=None, hidden=True)
+@click.option("--max-cost-usd", type=float, default=None, help="Stop the campaign once its LLM "
+              "spend reaches this many dollars.")
+@click.option("--price", default=None, metavar="IN,OUT",
+              help="Dollars per million input,output tokens [default: a table of list prices]")
+@click.option("--llm-timeout", type=float, default=600.0, show_default=True,
+              help="Seconds per LLM request.")
+@click.option("--llm-retries", type=int, default=6, show_default=True,
+              help="Retries with backoff on 429, 5xx, timeouts and refused connections.")
+@click.option("--max-repairs", type=int, default=2, show_default=True,
+              help="Times a failed edit goes back to the model within one turn.")
 def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_minutes,
-        grace_minutes, workdir, keep_run_dirs) -> None:
-    """Run (or continue) a campaign on ENVIRONMENT: a name under projects/ or a folder path."""
+        grace_minutes, workdir, keep_run_dirs, specialists, model, base_url, api_key,
+        max_cost_usd, price, llm_timeout, llm_retries, max_repairs) -> None:
+    """Run (or continue) a campaign on ENVIRONMENT: a name under projects/ or a folder path.
+
+    Specialists are offline (technique tables, no API key) unless --model names an LLM.
+    """
+    llm = None
+    if specialists != "offline":
+        if not model:
+            raise click.BadParameter("LLM specialists need --model (and --base-url for a local "
+                                     "server, or OPENAI_API_KEY for OpenAI)",
+                                     param_hint="--specialists")
+        try:
+            prices = tuple(float(p) for p in price.split(",")) if price else None
+            if prices is not None and len(prices) != 2:
+                raise ValueError("--price takes two numbers: IN,OUT")
+            llm = ClientSettings(model, base_url, api_key, timeout_seconds=llm_timeout,
+                                 max_retries=llm_retries, price_per_million=prices)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    names = None if specialists in ("offline", "llm") else tuple(
+        n.strip() for n in specialists.split(",") if n.strip())
     settings = Settings(environment, profile, trials, tracking_uri, experiment, seed,
-                        deadline_minutes, grace_minutes, workdir, keep_run_dirs)
+                        deadline_minutes, grace_minutes, workdir, keep_run_dirs, llm, names,
+                        max_repairs, max_cost_usd)
     summary = _guard(lambda: run_loop(settings, echo=click.echo), tracking_uri)
     click.echo(f"\nStopped: {summary.stop_reason}. This run: {len(summary.trials)} trial(s), "
                + ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items())) + ".")
@@ -71,6 +112,9 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
         click.echo(f"Best: t{summary.best.number:04d} ({summary.best.specialist}) score "
                    f"{summary.best.score:.6g}. Experiment '{summary.campaign}' "
                    f"(id {summary.experiment_id}); browse with `mlflow ui`.")
+    if summary.stop_reason.startswith("paused"):
+        raise click.ClickException("the LLM endpoint is down; nothing was lost. Run the same "
+                                   "command again to continue the campaign.")
 
 
 @main.command()

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from . import lineage, process, tracking
 from .agents import Agent, AgentContext, offline_roster
+from .llm import ClientSettings, EndpointError
+from .llm_agent import llm_roster
 from .environment import Environment, load_environment
 from .errors import HarnessError, ProposalError
 from .evaluation import CommandEvaluator
@@ -42,6 +44,10 @@ class Settings:
     grace_minutes: float | None = None     # stop after this long without a keep
     workdir: Path = Path(".autoresearch")  # data cache and per-trial scratch directories
     keep_run_dirs: bool = False       # keep each trial's scratch directory after logging it
+    llm: ClientSettings | None = None  # None: offline specialists only
+    llm_specialists: tuple[str, ...] | None = None  # None: with `llm`, the whole roster
+    max_repairs: int = 2              # edit repairs per LLM turn before a preflight_crash
+    max_cost_usd: float | None = None  # stop before a turn once the campaign's LLM spend reaches it
 
 
 @dataclass
@@ -147,6 +153,9 @@ class Campaign:
         parent_files = None
         if proposal.parent_id:
             parent_files = tracking.load_recipe(self.client, proposal.parent_id, self.env.editable)
+        if proposal.rejected:
+            return Outcome(FailureLabel.PREFLIGHT_CRASH,
+                           excerpt=f"the edit never applied: {proposal.rejected}"), None
         try:
             workspace = materialise(self.env, parent_files, run_dir / "workspace")
             if proposal.diff.strip():
@@ -183,7 +192,7 @@ def run_loop(settings: Settings, agents: dict[str, Agent] | None = None,
     """
     campaign = open_campaign(settings, echo)
     env = campaign.env
-    agents = agents if agents is not None else offline_roster(env, settings.seed)
+    agents = agents if agents is not None else default_roster(env, settings)
     roster = [s for s in env.specialists if s.name in agents]
     if not roster:
         raise HarnessError(f"no agent for any specialist of {env.name}")
@@ -192,8 +201,10 @@ def run_loop(settings: Settings, agents: dict[str, Agent] | None = None,
     started = last_keep = time.monotonic()
     aborts = 0
     exhausted: set[str] = set()
+    earlier_spend = tracking.search_llm_cost(campaign.client, campaign.experiment_id)
     while True:
-        reason = _stop_reason(settings, number, started, last_keep, exhausted, roster)
+        spent = earlier_spend + sum(getattr(a, "spent_usd", 0.0) for a in agents.values())
+        reason = _stop_reason(settings, number, started, last_keep, exhausted, roster, spent)
         if reason:
             summary.stop_reason = reason
             break
@@ -212,6 +223,9 @@ def run_loop(settings: Settings, agents: dict[str, Agent] | None = None,
                                                                     campaign.experiment_id, rid))
             try:
                 proposal = agents[spec.name].propose(ctx)
+            except EndpointError as exc:  # nothing was recorded for this turn: safe to resume
+                summary.stop_reason = f"paused: {exc}"
+                break
             except ProposalError as exc:
                 echo(f"      {spec.name}: no proposal this turn ({exc})")
                 exhausted.add(spec.name)
@@ -272,9 +286,20 @@ def open_campaign(settings: Settings, echo: Callable[[str], None],
     return Campaign(env, settings, client, experiment_id, name, evaluator, echo)
 
 
+def default_roster(env: Environment, settings: Settings) -> dict[str, Agent]:
+    """Offline specialists, with the LLM ones `settings` asks for in their place."""
+    roster = offline_roster(env, settings.seed)
+    if settings.llm is not None:
+        roster.update(llm_roster(env, settings.llm, settings.llm_specialists,
+                                 settings.max_repairs))
+    return roster
+
+
 def _stop_reason(settings: Settings, number: int, started: float, last_keep: float,
-                 exhausted: set[str], roster: list) -> str:
+                 exhausted: set[str], roster: list, spent_usd: float) -> str:
     now = time.monotonic()
+    if settings.max_cost_usd is not None and spent_usd >= settings.max_cost_usd:
+        return f"LLM cost cap ${settings.max_cost_usd:g} reached (${spent_usd:.4f} spent)"
     if number > settings.trials:
         return f"reached trial {settings.trials}"
     if settings.deadline_minutes is not None and now - started > settings.deadline_minutes * 60:

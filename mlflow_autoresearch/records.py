@@ -77,6 +77,7 @@ class Proposal:
     metrics: dict[str, float] = field(default_factory=dict)    # e.g. llm_input_tokens
     tags: dict[str, str] = field(default_factory=dict)         # e.g. the model name
     artifacts: dict[str, str] = field(default_factory=dict)    # name -> text, e.g. the prompt
+    rejected: str = ""  # why the specialist's own edit never applied: preflight records this
 
     def __post_init__(self) -> None:
         if not self.specialist.strip():

@@ -100,3 +100,13 @@ def test_root_mlproject_runs_the_loop(toy_env, tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("autoresearch/toy")
     assert len(client.search_runs([exp.experiment_id])) == 2
+
+
+def test_kernel_bench_entry_point_says_no_gpu_and_exits_cleanly(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "kernel-bench",
+         "--env-manager", "local"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "GPU" in result.stdout + result.stderr
