@@ -22,17 +22,16 @@ from dataclasses import dataclass, field
 import openai
 
 from .errors import AutoresearchError
+from .tags import LLM_ATTEMPTS as ATTEMPTS  # metric names a proposal carries, defined in tags.py
+from .tags import LLM_CACHED_INPUT_TOKENS as CACHED_INPUT_TOKENS
+from .tags import LLM_COST_USD as COST_USD
+from .tags import LLM_INPUT_TOKENS as INPUT_TOKENS
+from .tags import LLM_OUTPUT_TOKENS as OUTPUT_TOKENS
+from .tags import LLM_SECONDS as SECONDS
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 KEYLESS = "no-key"  # local servers ignore the key, but the client refuses to start without one
 
-# Metric names a proposal carries (Proposal.metrics).
-INPUT_TOKENS = "llm_input_tokens"
-OUTPUT_TOKENS = "llm_output_tokens"
-CACHED_INPUT_TOKENS = "llm_cached_input_tokens"
-COST_USD = "llm_cost_usd"
-ATTEMPTS = "llm_attempts"
-SECONDS = "llm_seconds"
 
 # List prices in dollars per million (input, output) tokens, standard tier, as published by OpenAI
 # in 2025. Prices change: check your provider and pass `price_per_million` to override.

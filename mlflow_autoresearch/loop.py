@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import lineage, process, tracking
+from . import lineage, process, tags, tracking
 from .agents import Agent, AgentContext, offline_roster
 from .llm import ClientSettings, EndpointError
 from .llm_agent import llm_roster
@@ -138,9 +138,9 @@ class Campaign:
             raise
         decision, delta = decide(self.env, outcome, self.best(), proposal.parent_id is None)
         harness = time.monotonic() - started - recipe_seconds
-        extra = {"diff_lines": float(diff_lines(proposal.diff)),
-                 "harness_seconds": round(harness, 4),
-                 "trial_seconds": round(time.monotonic() - started, 4)}
+        extra = {tags.DIFF_LINES: float(diff_lines(proposal.diff)),
+                 tags.HARNESS_SECONDS: round(harness, 4),
+                 tags.TRIAL_SECONDS: round(time.monotonic() - started, 4)}
         tracking.finish_trial(self.client, run_id, number, proposal, outcome, decision, delta,
                               extra, run_dir if run_dir.exists() else None)
         if not self.settings.keep_run_dirs:

@@ -132,13 +132,16 @@ def run_seeds(env: Environment, workspace: Path, run_dir: Path, data_dir: Path, 
                                   str(rel / "stderr.txt")))
         if finished.timed_out or finished.exit_code != 0:
             break
-    write_harness_file(env, run_dir, results)
+    write_harness_file(env, run_dir, workspace, results)
     return results
 
 
-def write_harness_file(env: Environment, run_dir: Path, results: list[SeedResult]) -> None:
+def write_harness_file(env: Environment, run_dir: Path, workspace: Path,
+                       results: list[SeedResult]) -> None:
     payload = {
         "schema": 1, "environment": env.name, "profile": env.profile,
+        "workspace": str(workspace.relative_to(run_dir)) if workspace.is_relative_to(run_dir)
+        else str(workspace),
         "budgets": env.budgets, "gates": env.gates, "expected_seeds": list(env.seeds),
         "seeds": [asdict(r) for r in results],
     }

@@ -36,6 +36,13 @@ DELTA_VS_BEST = "delta_vs_best"
 DIFF_LINES = "diff_lines"
 HARNESS_SECONDS = "harness_seconds"
 TRIAL_SECONDS = "trial_seconds"
+# LLM specialists' usage, per trial (a proposal's metrics).
+LLM_INPUT_TOKENS = "llm_input_tokens"
+LLM_OUTPUT_TOKENS = "llm_output_tokens"
+LLM_CACHED_INPUT_TOKENS = "llm_cached_input_tokens"
+LLM_COST_USD = "llm_cost_usd"
+LLM_ATTEMPTS = "llm_attempts"
+LLM_SECONDS = "llm_seconds"
 # Keys only the harness may write; a recipe that writes one is caught (tracking.find_tampering).
 HARNESS_METRICS = (SCORE, FAILURE_CODE, DELTA_VS_BEST)
 

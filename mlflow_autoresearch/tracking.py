@@ -286,8 +286,9 @@ def search_campaign_trials(client: MlflowClient, experiment_id: str,
 
 def search_llm_cost(client: MlflowClient, experiment_id: str) -> float:
     """Dollars the campaign's LLM specialists spent in earlier invocations (for the cost cap)."""
-    runs = client.search_runs([experiment_id], "metrics.llm_cost_usd > 0", max_results=50_000)
-    return sum(r.data.metrics["llm_cost_usd"] for r in runs)
+    runs = client.search_runs([experiment_id], f"metrics.{tags.LLM_COST_USD} > 0",
+                              max_results=50_000)
+    return sum(r.data.metrics[tags.LLM_COST_USD] for r in runs)
 
 
 def load_recipe(client: MlflowClient, run_id: str, editable: Iterable[str]) -> dict[str, str]:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-ASSETS = Path(__file__).resolve().parent / "assets"
+from support import ASSETS, copy_env
 
 
 @pytest.fixture(autouse=True)
@@ -25,21 +22,6 @@ def _quiet_mlflow(monkeypatch):
 def store(tmp_path) -> str:
     """A fresh SQLite tracking URI in the test's own directory."""
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
-def copy_env(src: Path, dest: Path, evaluators: Path, **spec_overrides) -> Path:
-    """Copy an environment folder beside a copy of its evaluators, with spec keys overridden."""
-    env_dir = dest / src.name
-    shutil.copytree(src, env_dir, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(evaluators, dest / "evaluators", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    spec_path = env_dir / "autoresearch.yaml"
-    spec = yaml.safe_load(spec_path.read_text())
-    spec["evaluator"] = str(dest / "evaluators" / Path(spec["evaluator"]).name)
-    for key, value in spec_overrides.items():
-        spec[key] = value
-    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return env_dir
 
 
 @pytest.fixture

@@ -16,6 +16,13 @@ def test_loads_the_toy_environment_by_path(toy_env):
     assert not env.is_protected("recipe/toy.py")
 
 
+def test_loads_airbench96_by_name():
+    env = load_environment("airbench96", "tiny")
+    assert env.entry_point == "train" and env.gates["accuracy"] == 0.98
+    assert env.evaluator.name == "airbench96.py" and not env.evaluator.is_relative_to(env.root)
+    assert [s.name for s in env.specialists] == ["arch", "opt", "aug", "loss", "reg"]
+
+
 def test_profile_overrides_merge(toy_env):
     spec = yaml.safe_load((toy_env / "autoresearch.yaml").read_text())
     spec["profiles"]["big"] = {"seeds": [0, 1, 2], "budgets": {"train_seconds": 99}}

@@ -18,11 +18,11 @@ ALLOWED = {
     "tracking": {"tags", "environment", "records"},
     "agents": {"environment", "errors", "lineage", "records", "workspace"},
     "testing": {"agents", "errors", "records", "workspace"},
-    "llm": {"errors"},
+    "llm": {"errors", "tags"},
     "edits": set(),
     "llm_agent": {"agents", "edits", "environment", "errors", "lineage", "llm", "records",
                   "workspace"},
-    "loop": {"lineage", "process", "tracking", "agents", "environment", "errors", "evaluation",
+    "loop": {"lineage", "process", "tags", "tracking", "agents", "environment", "errors", "evaluation",
              "records", "runner", "workspace", "llm", "llm_agent"},
     "cli": {"lineage", "tracking", "errors", "loop", "llm"},
 }

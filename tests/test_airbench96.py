@@ -1,0 +1,167 @@
+"""Airbench96 end to end on the tiny profile: the real recipe, evaluator, loop, store and CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from mlflow_autoresearch import tags
+from mlflow_autoresearch.loop import Settings, run_loop
+from mlflow_autoresearch.records import FailureLabel
+from mlflow_autoresearch.testing import ScriptedAgent, replace_in
+
+from support import ROOT, copy_env
+
+RECIPE = "recipe/airbench96.py"
+LABELS = {label.tag for label in FailureLabel}
+
+
+def _check_trial_schema(client, run, experiment):
+    """The trial contract of the README, on one run."""
+    t, m = run.data.tags, run.data.metrics
+    number = int(t[tags.TRIAL])
+    assert run.info.run_name == f"t{number:04d}-{t[tags.SPECIALIST]}"
+    assert t[tags.ENVIRONMENT] == "airbench96" and t[tags.CAMPAIGN] == experiment
+    assert t[tags.HYPOTHESIS] and t[tags.LABEL] in LABELS
+    label = FailureLabel.from_tag(t[tags.LABEL])
+    assert m[tags.FAILURE_CODE] == float(label)
+    assert (tags.SCORE in m) == (label is FailureLabel.OK)
+    assert (tags.DECISION in t) == (label is FailureLabel.OK)
+    if label is FailureLabel.OK:
+        assert t[tags.DECISION] in {"baseline", "keep", "discard"}
+    if t[tags.SPECIALIST] == "baseline":
+        assert tags.PARENT not in t and tags.MLFLOW_PARENT not in t
+    else:
+        assert t[tags.PARENT] == t[tags.MLFLOW_PARENT]
+        assert t[tags.LINEAGE_PATH].endswith(f"/{t[tags.PARENT]}/")
+    assert "Trial" in t[tags.MLFLOW_NOTE]
+    assert run.info.status == ("FAILED" if label is FailureLabel.HARNESS_ABORT else "FINISHED")
+    top = {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
+    assert {"trial/patch.diff", "trial/patch.diff.txt", "trial/context.md",
+            "trial/evaluation.json"} <= top
+    assert {"diff_lines", "harness_seconds", "trial_seconds"} <= set(m)
+    if label is not FailureLabel.PREFLIGHT_CRASH:  # something ran: its recipe and output
+        assert {"trial/recipe", "trial/logs"} <= top and "n_seeds" in m
+    if label in (FailureLabel.OK, FailureLabel.DISQUALIFIED):
+        assert {"train_seconds", "accuracy"} <= set(m)
+    evaluation = json.loads(Path(client.download_artifacts(
+        run.info.run_id, "trial/evaluation.json")).read_text())
+    assert evaluation["label"] == label.tag and evaluation["failure_code"] == int(label)
+    return number, label
+
+
+def test_campaign_from_the_cli_records_well_formed_trials(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow_autoresearch.cli", "run", "airbench96", "--profile",
+         "tiny", "--trials", "6"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "AUTORESEARCH_WORKDIR": str(tmp_path / "work")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len([l for l in result.stdout.splitlines() if l.startswith("t00")]) == 7
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("autoresearch/airbench96")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    seen = [_check_trial_schema(client, run, "autoresearch/airbench96") for run in runs]
+    assert [n for n, _ in seen] == list(range(7))
+    assert seen[0][1] is FailureLabel.OK  # the measured baseline passes its own gate
+    specialists = {r.data.tags[tags.SPECIALIST] for r in runs[1:]}
+    assert specialists == {"arch", "opt", "aug", "loss", "reg"}
+
+
+def test_each_label_airbench_can_produce(tmp_path):
+    env_dir = copy_env(ROOT / "projects" / "airbench96", tmp_path / "envs", ROOT / "evaluators",
+                       budgets={"train_seconds": 15, "eval_seconds": 60})
+    evaluator = tmp_path / "envs" / "evaluators" / "airbench96.py"
+    knobs = 'EPOCHS = {"tiny": 8, "real": 45}'
+    script = [
+        ("crash", replace_in(RECIPE, knobs, knobs + "\nimport math; math.sqrt(-1)")),
+        ("hang", replace_in(RECIPE, knobs, knobs + "\nimport time; time.sleep(3600)")),
+        ("one epoch", replace_in(RECIPE, knobs, 'EPOCHS = {"tiny": 1, "real": 45}')),
+        ("stale", "--- a/recipe/airbench96.py\n+++ b/recipe/airbench96.py\n"
+                  "@@ -1 +1 @@\n-not the first line\n+x\n"),
+        ("evaluator", "--- a/../evaluators/airbench96.py\n+++ b/../evaluators/airbench96.py\n"
+                      "@@ -1 +1 @@\n-x\n+y\n"),
+        ("traversal", "--- a/recipe/../../../x.py\n+++ b/recipe/../../../x.py\n"
+                      "@@ -1 +1 @@\n-x\n+y\n"),
+    ]
+    before = evaluator.read_text()
+    settings = Settings(str(env_dir), "tiny", trials=len(script),
+                        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                        workdir=tmp_path / "work")
+    summary = run_loop(settings, {"opt": ScriptedAgent("opt", script)}, echo=lambda line: None)
+    got = {t.hypothesis: t for t in summary.trials}
+    assert summary.trials[0].label is FailureLabel.OK
+    assert got["crash"].label is FailureLabel.CRASH
+    assert "ValueError: math domain error" in got["crash"].excerpt
+    assert got["hang"].label is FailureLabel.TRAIN_BUDGET_OVERRUN
+    assert got["one epoch"].label is FailureLabel.DISQUALIFIED
+    for name in ("stale", "evaluator", "traversal"):
+        assert got[name].label is FailureLabel.PREFLIGHT_CRASH, name
+    assert "evaluator" in got["evaluator"].excerpt
+    assert "outside the workspace" in got["traversal"].excerpt
+    assert evaluator.read_text() == before
+    client = MlflowClient(settings.tracking_uri)
+    for trial in summary.trials:
+        _check_trial_schema(client, client.get_run(trial.run_id), summary.campaign)
+
+
+def test_mlflow_run_of_the_project_logs_its_evaluation(tmp_path):
+    """`mlflow run projects/airbench96 -P profile=tiny` works on its own."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(ROOT / "projects" / "airbench96"),
+         "--env-manager", "local", "-P", "profile=tiny"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "AUTORESEARCH_WORKDIR": str(tmp_path / "work"),
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs(["0"])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags[tags.LABEL] == "ok" and run.data.metrics["accuracy"] >= 0.98
+    assert run.data.tags["mlflow.project.entryPoint"] == "main"
+    assert {"trial/evaluation.json", "trial/recipe"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id, "trial")}
+
+
+def test_llm_specialists_from_the_cli_against_a_loopback_endpoint(tmp_path):
+    """`autoresearch run airbench96 --specialists llm` with the real openai client over HTTP."""
+    from fake_openai import FakeOpenAI
+
+    recipe = (ROOT / "projects" / "airbench96" / RECIPE).read_text()
+    line = next(l for l in recipe.splitlines() if l.startswith("EVAL_EVERY = "))
+    search_replace = (
+        "Hypothesis: Skip the per-epoch progress evaluations; they cost time and change nothing.\n"
+        f"Expected delta: -0.3\nParent: t0000\n\n{RECIPE}\n```python\n<<<<<<< SEARCH\n{line}\n"
+        f"=======\n{line.replace('EVAL_EVERY = 1', 'EVAL_EVERY = 0', 1)}\n>>>>>>> REPLACE\n```\n")
+    lr = next(l for l in recipe.splitlines() if l.startswith("MOMENTUM = "))
+    diff = (f"Hypothesis: Less momentum.\nExpected delta: 0.0\nParent: t0000\n\n```diff\n"
+            f"--- a/{RECIPE}\n+++ b/{RECIPE}\n@@ -1,1 +1,1 @@\n-{lr}\n"
+            f"+{lr.replace('0.85', '0.8', 1)}\n```\n")
+    garbage = "I would rather not change anything today."
+    with FakeOpenAI([search_replace, diff, garbage, garbage, garbage]) as server:
+        result = subprocess.run(
+            [sys.executable, "-m", "mlflow_autoresearch.cli", "run", "airbench96", "--profile",
+             "tiny", "--specialists", "llm", "--model", "fake-model", "--base-url",
+             server.base_url, "--trials", "3", "--price", "1,2"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=900,
+            env={**os.environ, "AUTORESEARCH_WORKDIR": str(tmp_path / "work")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("autoresearch/airbench96")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    labels = [_check_trial_schema(client, run, "autoresearch/airbench96")[1] for run in runs]
+    assert labels[3] is FailureLabel.PREFLIGHT_CRASH and labels[1] is not labels[3]
+    for run in runs[1:]:
+        m = run.data.metrics
+        assert m["llm_input_tokens"] > 0 and m["llm_output_tokens"] > 0 and m["llm_cost_usd"] > 0
+        assert run.data.tags["autoresearch.model"] == "fake-model"
+        names = {a.path for a in client.list_artifacts(run.info.run_id, "trial/llm")}
+        assert "trial/llm/prompt.md" in names and "trial/llm/response.md" in names
+    raw = Path(client.download_artifacts(runs[3].info.run_id, "trial/llm/response-3.md"))
+    assert raw.read_text() == garbage
+    assert "never applied" in runs[3].data.tags[tags.EXCERPT]
