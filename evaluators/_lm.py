@@ -1,0 +1,206 @@
+"""What the language-model evaluators share: offline text, tokenizer tables, bpb, child processes.
+
+Harness-owned (outside every workspace), imports neither `mlflow` nor `mlflow_autoresearch`.
+
+- Offline text for the tiny profiles (docs/reference/environments.md 5.2): the help topics of
+  `pydoc_data` and the standard library's own sources, split into documents by a seeded shuffle.
+- Bytes per token from a SentencePiece model, with the public Parameter Golf rule
+  (environments.md 2.2): control/unknown/unused pieces 0 bytes, byte-fallback pieces 1 byte,
+  normal pieces the UTF-8 length without the leading "\u2581", plus 1 for that space unless the
+  previous token is a boundary. Summed over a stream, this is the UTF-8 length of the text the
+  tokens decode to (after the tokenizer's normalization).
+- `bits_per_byte`: summed token losses in nats over summed target bytes.
+- `run_child`: the evaluator's own subprocess with a deadline, killed as a process group, for
+  work that imports a trial's model code (which must never run inside the evaluator itself).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+SPACE = "\u2581"  # SentencePiece's word-boundary marker
+NORMALIZATION_TOLERANCE = 1e-4  # |sum of probabilities - 1| allowed (environments.md 6)
+
+
+# -------------------------------------------------------------------------------------------------
+# Offline text
+# -------------------------------------------------------------------------------------------------
+
+def offline_documents(max_doc_chars: int) -> list[str]:
+    """Every pydoc help topic and standard-library source file, in a fixed order, each cut to
+    `max_doc_chars`. Test suites, site-packages and generated tables are left out."""
+    from pydoc_data.topics import topics
+
+    docs = [topics[key] for key in sorted(topics)]
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"test", "tests", "site-packages", "dist-packages", "idle_test", "__pycache__"}
+    for path in sorted(stdlib.rglob("*.py")):
+        rel = path.relative_to(stdlib)
+        if skip & set(rel.parts) or path.stat().st_size < 2000:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        docs.append(text[:max_doc_chars])
+    return [d for d in docs if d.strip()]
+
+
+def split_documents(docs: list[str], seed: int, val_fraction: float, max_chars: int
+                    ) -> tuple[list[str], list[str]]:
+    """Shuffle with `seed`, keep documents until `max_chars`, and take the first `val_fraction`
+    of the kept documents as validation (as the public challenge takes its first documents)."""
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    kept, total = [], 0
+    for i in order:
+        if total >= max_chars:
+            break
+        kept.append(docs[i])
+        total += len(docs[i])
+    n_val = max(1, round(len(kept) * val_fraction))
+    return kept[n_val:], kept[:n_val]
+
+
+def train_sentencepiece(docs: list[str], vocab_size: int, prefix: Path) -> Path:
+    """Train a byte-fallback BPE SentencePiece model on `docs`; returns the `.model` path.
+
+    pad 0, bos 1, eos 2, unk 3, digits split, NFKC normalization: our settings, modelled on the
+    public Parameter Golf tokenizers (SP1024 / SP8192). Unshuffled input on one thread, so the
+    same documents give the same model.
+    """
+    import sentencepiece as spm
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    corpus = prefix.with_suffix(".txt")
+    corpus.write_text("\n".join(line for doc in docs for line in doc.splitlines() if line.strip()),
+                      encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(prefix), model_type="bpe", vocab_size=vocab_size,
+        byte_fallback=True, split_digits=True, normalization_rule_name="nmt_nfkc",
+        add_dummy_prefix=False, character_coverage=0.9995, pad_id=0, bos_id=1, eos_id=2,
+        unk_id=3, input_sentence_size=2_000_000, shuffle_input_sentence=False,
+        num_threads=1, max_sentence_length=8192, minloglevel=2)
+    corpus.unlink()
+    return prefix.with_suffix(".model")
+
+
+def encode_documents(model_path: Path, docs: list[str]) -> np.ndarray:
+    """One uint16 stream: BOS, then each document's tokens, for every document in order."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_path))
+    bos = sp.bos_id()
+    pieces: list[int] = []
+    for ids in sp.encode(docs):
+        pieces.append(bos)
+        pieces.extend(ids)
+    if sp.get_piece_size() > 65535:
+        raise ValueError("vocabulary too large for uint16 tokens")
+    return np.asarray(pieces, dtype=np.uint16)
+
+
+# -------------------------------------------------------------------------------------------------
+# Bits per byte
+# -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ByteTables:
+    """Per token id: bytes of its piece, whether it opens with a space, whether it is a boundary."""
+
+    base_bytes: np.ndarray      # int64
+    leading_space: np.ndarray   # bool
+    boundary: np.ndarray        # bool
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.base_bytes)
+
+
+def sentencepiece_tables(model_path: Path) -> ByteTables:
+    """The public Parameter Golf byte accounting for every piece of a SentencePiece model."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_path))
+    n = sp.get_piece_size()
+    base = np.zeros(n, dtype=np.int64)
+    space = np.zeros(n, dtype=bool)
+    boundary = np.zeros(n, dtype=bool)
+    for i in range(n):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            boundary[i] = True
+        elif sp.is_byte(i):
+            base[i] = 1
+        else:
+            piece = sp.id_to_piece(i)
+            space[i] = piece.startswith(SPACE)
+            base[i] = len(piece.removeprefix(SPACE).encode("utf-8"))
+    return ByteTables(base, space, boundary)
+
+
+def target_bytes(tokens: np.ndarray, tables: ByteTables) -> np.ndarray:
+    """Bytes of each target tokens[1:], given the token before it (int64, one per target)."""
+    prev, tgt = tokens[:-1].astype(np.int64), tokens[1:].astype(np.int64)
+    extra = tables.leading_space[tgt] & ~tables.boundary[prev]
+    return tables.base_bytes[tgt] + extra.astype(np.int64)
+
+
+def bits_per_byte(nll_nats: np.ndarray, n_bytes: np.ndarray) -> float:
+    """Summed token losses (nats) over summed bytes, in bits per byte (float64 throughout)."""
+    total_bytes = float(np.sum(n_bytes, dtype=np.float64))
+    if total_bytes <= 0:
+        raise ValueError("no target bytes to score")
+    return float(np.sum(nll_nats, dtype=np.float64)) / math.log(2) / total_bytes
+
+
+# -------------------------------------------------------------------------------------------------
+# Trial code, always in a child process
+# -------------------------------------------------------------------------------------------------
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """Import a recipe file from a trial's workspace as module `name` (its `__main__` never runs)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    exit_code: int
+    timed_out: bool
+    seconds: float
+
+
+def run_child(argv: list[str], timeout: float, stdout: Path, stderr: Path,
+              env: dict[str, str] | None = None) -> ChildResult:
+    """Run `argv` in its own process group; past `timeout` seconds kill the whole group."""
+    stdout.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, **(env or {})})
+    try:
+        code = proc.wait(timeout=max(0.0, timeout))
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        code = proc.wait()
+        timed_out = True
+    return ChildResult(code, timed_out, time.monotonic() - started)

@@ -1,0 +1,38 @@
+"""The loop's side of LLM specialists: the campaign dollar cap and the endpoint-down pause."""
+
+from mlflow import MlflowClient
+
+from fake_openai import Fail, FakeOpenAI
+from mlflow_autoresearch.llm import ClientSettings
+from mlflow_autoresearch.loop import Settings, run_loop
+
+GOOD = ("Hypothesis: Twice the steps fit better.\nExpected delta: -0.01\nParent: t0000\n\n"
+        "recipe/toy.py\n```python\n<<<<<<< SEARCH\nSTEPS = 60  # gradient steps\n=======\n"
+        "STEPS = 120  # gradient steps\n>>>>>>> REPLACE\n```\n")
+
+
+def _settings(toy_env, store, tmp_path, server, trials=2, **kw):
+    llm = ClientSettings("fake-model", base_url=server.base_url, max_retries=1,
+                         timeout_seconds=5, price_per_million=(1000.0, 1000.0))
+    return Settings(str(toy_env), trials=trials, tracking_uri=store, workdir=tmp_path / "work",
+                    llm=llm, llm_specialists=("opt",), **kw)
+
+
+def test_the_dollar_cap_stops_the_campaign_between_turns(toy_env, store, tmp_path):
+    with FakeOpenAI([GOOD]) as server:
+        summary = run_loop(_settings(toy_env, store, tmp_path, server, max_cost_usd=0.01),
+                           echo=lambda line: None)
+    assert [t.specialist for t in summary.trials] == ["baseline", "opt"]
+    assert summary.stop_reason.startswith("LLM cost cap $0.01 reached")
+
+
+def test_an_endpoint_that_stays_down_pauses_without_losing_anything(toy_env, store, tmp_path):
+    with FakeOpenAI([Fail(503)] * 4) as server:
+        first = run_loop(_settings(toy_env, store, tmp_path, server), echo=lambda line: None)
+    assert first.stop_reason.startswith("paused:") and "503" in first.stop_reason
+    assert [t.number for t in first.trials] == [0]  # the lost turn recorded nothing
+    with FakeOpenAI([GOOD]) as server:  # the endpoint is back: the same command continues
+        second = run_loop(_settings(toy_env, store, tmp_path, server), echo=lambda line: None)
+    assert [t.number for t in second.trials] == [1, 2]
+    client = MlflowClient(store)
+    assert client.get_run(second.trials[0].run_id).data.tags["autoresearch.model"] == "fake-model"

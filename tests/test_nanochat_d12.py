@@ -1,0 +1,138 @@
+"""NanoChat-D12 on the tiny profile: the real recipe, CORE-lite evaluator, loop, store and CLI.
+
+Loop tests run a copy whose horizon is a fifth of the shipped one (about 25 steps);
+`test_mlflow_run_of_the_project_logs_its_evaluation` runs the recipe as shipped.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from mlflow_autoresearch import tags
+from mlflow_autoresearch.loop import Settings, run_loop
+from mlflow_autoresearch.records import FailureLabel
+from mlflow_autoresearch.testing import ScriptedAgent, replace_in
+
+
+def _shared_conftest():
+    """tests/conftest.py, loaded by path: in a whole-suite run a bare `import conftest` can find
+    tests/kernels/conftest.py instead."""
+    spec = importlib.util.spec_from_file_location("shared_conftest",
+                                                  Path(__file__).with_name("conftest.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ROOT = Path(__file__).resolve().parent.parent
+copy_env = _shared_conftest().copy_env
+
+ENV = ROOT / "projects" / "nanochat_d12"
+RECIPE = "recipe/base_train.py"
+SHIPPED_RATIO = 'TARGET_PARAM_DATA_RATIO = {"tiny": 0.5, "real": 12}'
+SHORT_RATIO = 'TARGET_PARAM_DATA_RATIO = {"tiny": 0.1, "real": 12}'
+TASKS = ("next_line", "line_schema", "closing_char", "last_word")
+
+
+def short_env(tmp_path: Path, **budgets) -> Path:
+    """A copy of the environment with a fifth of the training horizon, budgets overridden."""
+    env_dir = copy_env(ENV, tmp_path / "envs", ROOT / "evaluators",
+                       budgets={"train_seconds": 40, "eval_seconds": 40, **budgets})
+    recipe = env_dir / RECIPE
+    recipe.write_text(recipe.read_text().replace(SHIPPED_RATIO, SHORT_RATIO))
+    return env_dir
+
+
+def check_trial(client: MlflowClient, run, experiment: str) -> FailureLabel:
+    """The README's trial contract on one run; returns its label."""
+    t, m = run.data.tags, run.data.metrics
+    number = int(t[tags.TRIAL])
+    assert run.info.run_name == f"t{number:04d}-{t[tags.SPECIALIST]}"
+    assert t[tags.ENVIRONMENT] == "nanochat_d12" and t[tags.CAMPAIGN] == experiment
+    label = FailureLabel.from_tag(t[tags.LABEL])
+    assert m[tags.FAILURE_CODE] == float(label)
+    assert (tags.SCORE in m) == (label is FailureLabel.OK)
+    if label is FailureLabel.OK:
+        assert m[tags.SCORE] == pytest.approx(m["core"], abs=1e-5)
+        assert all(f"core_{task}" in m for task in TASKS)
+    top = {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
+    assert {"trial/patch.diff", "trial/context.md", "trial/evaluation.json", "trial/recipe"} <= top
+    return label
+
+
+def test_mlflow_run_of_the_project_logs_its_evaluation(tmp_path):
+    """`mlflow run projects/nanochat_d12 -P profile=tiny`: the shipped baseline within budgets."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(ENV), "--env-manager", "local",
+         "-P", "profile=tiny"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "AUTORESEARCH_WORKDIR": str(tmp_path / "work"),
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.search_runs(["0"])[0]
+    m = run.data.metrics
+    assert run.data.tags[tags.LABEL] == "ok", run.data.tags.get(tags.EXCERPT)
+    assert m["score"] == pytest.approx(m["core"], abs=1e-5) and 0.03 < m["core"] < 1.0
+    assert 2.5 < m["val_bpb"] < 5.0
+    assert m["depth"] == 2 and m["train_seconds"] < 40 and m["eval_seconds"] < 40
+    assert run.data.tags["mlflow.project.entryPoint"] == "main"
+
+
+def test_loop_labels_each_failure(tmp_path):
+    env_dir = short_env(tmp_path, train_seconds=30, eval_seconds=20)
+    knobs = 'DEPTH = {"tiny": 2, "real": 12}  # transformer blocks'
+    main = "    args = parse_args(argv)\n"
+    load = "    doc = torch.load(path, map_location=\"cpu\", weights_only=True)\n"
+    script = [
+        ("hang", replace_in(RECIPE, knobs, knobs + "\nimport time; time.sleep(3600)")),
+        ("crash", replace_in(RECIPE, "        loss_value = loss.item()\n",
+                             "        loss_value = loss.item() / 0\n")),
+        ("deeper", lambda files: replace_in(RECIPE, knobs, knobs.replace('"tiny": 2', '"tiny": 3'))(
+            replace_in(RECIPE, "ASPECT_RATIO = 64", "ASPECT_RATIO = 21")(files))),
+        ("slow eval", replace_in(RECIPE, load, "    time.sleep(3600)\n" + load)),
+        ("fake score", replace_in(RECIPE, main, main + "    print('CORE metric: 0.9999')\n")),
+    ]
+    settings = Settings(str(env_dir), "tiny", trials=len(script),
+                        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                        workdir=tmp_path / "work")
+    summary = run_loop(settings, {"arch": ScriptedAgent("arch", script)}, echo=lambda line: None)
+    got = {t.hypothesis: t for t in summary.trials}
+    baseline = summary.trials[0]
+    assert baseline.label is FailureLabel.OK, baseline.excerpt
+    assert got["hang"].label is FailureLabel.TRAIN_BUDGET_OVERRUN
+    assert got["crash"].label is FailureLabel.CRASH
+    assert "ZeroDivisionError" in got["crash"].excerpt and RECIPE in got["crash"].excerpt
+    assert got["deeper"].label is FailureLabel.DISQUALIFIED and "depth" in got["deeper"].excerpt
+    assert got["slow eval"].label is FailureLabel.EVAL_BUDGET_OVERRUN
+    assert got["fake score"].label is FailureLabel.OK
+    assert got["fake score"].score == baseline.score  # same seed, same checkpoint, same CORE
+    client = MlflowClient(settings.tracking_uri)
+    for trial in summary.trials:
+        check_trial(client, client.get_run(trial.run_id), summary.campaign)
+
+
+def test_campaign_from_the_cli_records_well_formed_trials(tmp_path):
+    """`autoresearch run <env> --trials 3` with the offline specialists' technique tables."""
+    env_dir = short_env(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow_autoresearch.cli", "run", str(env_dir), "--profile",
+         "tiny", "--trials", "3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "AUTORESEARCH_WORKDIR": str(tmp_path / "work")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("autoresearch/nanochat_d12")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    assert [int(r.data.tags[tags.TRIAL]) for r in runs] == [0, 1, 2, 3]
+    labels = [check_trial(client, run, "autoresearch/nanochat_d12") for run in runs]
+    assert labels[0] is FailureLabel.OK
+    assert [r.data.tags[tags.SPECIALIST] for r in runs[1:]] == ["arch", "opt", "data"]
+    for run in runs[1:]:
+        diff = client.download_artifacts(run.info.run_id, "trial/patch.diff")
+        assert Path(diff).read_text().strip()

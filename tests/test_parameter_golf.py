@@ -1,0 +1,238 @@
+"""Parameter Golf on the tiny profile: the real recipe, evaluator, probes, loop, store and CLI.
+
+Loop tests run a copy whose recipe trains 30 steps instead of 200 (seconds, not half a minute);
+`test_mlflow_run_of_the_project_logs_its_evaluation` runs the recipe as shipped. Probe tests that
+need no retraining score one shared 30-step artifact against edited copies of the workspace.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from mlflow_autoresearch import tags
+from mlflow_autoresearch.loop import Settings, run_loop
+from mlflow_autoresearch.records import FailureLabel
+from mlflow_autoresearch.testing import ScriptedAgent, replace_in
+
+
+def _shared_conftest():
+    """tests/conftest.py, loaded by path: in a whole-suite run a bare `import conftest` can find
+    tests/kernels/conftest.py instead."""
+    spec = importlib.util.spec_from_file_location("shared_conftest",
+                                                  Path(__file__).with_name("conftest.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ROOT = Path(__file__).resolve().parent.parent
+copy_env = _shared_conftest().copy_env
+
+ENV = ROOT / "projects" / "parameter_golf"
+EVALUATOR = ROOT / "evaluators" / "parameter_golf.py"
+RECIPE = "recipe/train_gpt.py"
+SHIPPED_STEPS = 'ITERATIONS = {"tiny": 200, "real": 20000}'
+SHORT_STEPS = 'ITERATIONS = {"tiny": 30, "real": 20000}'
+STREAM_LOOP = ("        yield from score_targets(model, stream, first, last, hp)\n"
+               "        if ttt:\n"
+               "            adapt(model, stream[first - 1:last], hp)\n")
+
+
+def short_env(tmp_path: Path, **budgets) -> Path:
+    """A copy of the environment whose recipe trains 30 steps, with budgets overridden.
+
+    A barely trained model compresses worse than the shipped baseline, so the byte cap is raised.
+    """
+    spec = {"train_seconds": 40, "eval_seconds": 40, "artifact_bytes": 215000, **budgets}
+    env_dir = copy_env(ENV, tmp_path / "envs", ROOT / "evaluators", budgets=spec)
+    recipe = env_dir / RECIPE
+    recipe.write_text(recipe.read_text().replace(SHIPPED_STEPS, SHORT_STEPS))
+    return env_dir
+
+
+def check_trial(client: MlflowClient, run, experiment: str) -> FailureLabel:
+    """The README's trial contract on one run; returns its label."""
+    t, m = run.data.tags, run.data.metrics
+    number = int(t[tags.TRIAL])
+    assert run.info.run_name == f"t{number:04d}-{t[tags.SPECIALIST]}"
+    assert t[tags.ENVIRONMENT] == "parameter_golf" and t[tags.CAMPAIGN] == experiment
+    label = FailureLabel.from_tag(t[tags.LABEL])
+    assert m[tags.FAILURE_CODE] == float(label)
+    assert (tags.SCORE in m) == (label is FailureLabel.OK)
+    if t[tags.SPECIALIST] != "baseline":
+        assert t[tags.PARENT] == t[tags.MLFLOW_PARENT]
+    top = {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
+    assert {"trial/patch.diff", "trial/context.md", "trial/evaluation.json", "trial/recipe"} <= top
+    if label in (FailureLabel.OK, FailureLabel.SIZE_BLOCKED):
+        assert m["artifact_bytes"] > m["code_bytes"] > 0
+    return label
+
+
+def test_mlflow_run_of_the_project_logs_its_evaluation(tmp_path):
+    """`mlflow run projects/parameter_golf -P profile=tiny`: the shipped baseline within budgets."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(ENV), "--env-manager", "local",
+         "-P", "profile=tiny"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "AUTORESEARCH_WORKDIR": str(tmp_path / "work"),
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.search_runs(["0"])[0]
+    m = run.data.metrics
+    assert run.data.tags[tags.LABEL] == "ok", run.data.tags.get(tags.EXCERPT)
+    assert m["score"] == pytest.approx(m["val_bpb"], abs=1e-5) and 1.8 < m["score"] < 3.2
+    assert m["train_seconds"] < 40 and m["eval_seconds"] < 40
+    assert m["artifact_bytes"] <= 180000 and m["n_val_tokens"] == 32768
+    assert run.data.tags["mlflow.project.entryPoint"] == "main"
+
+
+def test_loop_labels_each_training_failure(tmp_path):
+    env_dir = short_env(tmp_path, train_seconds=20)
+    knobs = 'MLP_MULT = 2  # MLP hidden width = MLP_MULT * MODEL_DIM'
+    main = "    args = parse_args(argv)\n"
+    script = [
+        ("inflate", replace_in(RECIPE, knobs, knobs.replace("= 2", "= 4"))),
+        ("hang", replace_in(RECIPE, knobs, knobs + "\nimport time; time.sleep(3600)")),
+        ("crash", replace_in(RECIPE, "        loss_value = loss.item()\n",
+                             "        loss_value = loss.item() / 0 if step == 3 else loss.item()\n")),
+        ("reads validation", replace_in(RECIPE, main, main + "    (args.data_dir.parent / "
+                                        "'private' / 'fineweb_val_000000.bin').read_bytes()\n")),
+        ("fake score", replace_in(RECIPE, main, main + "    print('val_bpb: 0.0001')\n")),
+    ]
+    settings = Settings(str(env_dir), "tiny", trials=len(script),
+                        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                        workdir=tmp_path / "work")
+    summary = run_loop(settings, {"arch": ScriptedAgent("arch", script)}, echo=lambda line: None)
+    got = {t.hypothesis: t for t in summary.trials}
+    baseline = summary.trials[0]
+    assert baseline.label is FailureLabel.OK, baseline.excerpt
+    assert got["inflate"].label is FailureLabel.SIZE_BLOCKED, got["inflate"].excerpt
+    assert "cap" in got["inflate"].excerpt
+    assert got["hang"].label is FailureLabel.TRAIN_BUDGET_OVERRUN
+    assert got["crash"].label is FailureLabel.CRASH
+    assert "ZeroDivisionError" in got["crash"].excerpt and RECIPE in got["crash"].excerpt
+    assert got["reads validation"].label is FailureLabel.ILLEGAL
+    assert "data-isolation" in got["reads validation"].excerpt
+    assert got["fake score"].label is FailureLabel.OK
+    assert got["fake score"].score == baseline.score  # same seed, same artifact, same bpb
+    client = MlflowClient(settings.tracking_uri)
+    for trial in summary.trials:
+        check_trial(client, client.get_run(trial.run_id), summary.campaign)
+
+
+def test_campaign_from_the_cli_records_well_formed_trials(tmp_path):
+    """`autoresearch run <env> --trials 3` with the offline specialists' technique tables."""
+    env_dir = short_env(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow_autoresearch.cli", "run", str(env_dir), "--profile",
+         "tiny", "--trials", "3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "AUTORESEARCH_WORKDIR": str(tmp_path / "work")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("autoresearch/parameter_golf")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    assert [int(r.data.tags[tags.TRIAL]) for r in runs] == [0, 1, 2, 3]
+    labels = [check_trial(client, run, "autoresearch/parameter_golf") for run in runs]
+    assert labels[0] is FailureLabel.OK
+    assert [r.data.tags[tags.SPECIALIST] for r in runs[1:]] == ["arch", "opt", "tok"]
+    for run in runs[1:]:
+        diff = client.download_artifacts(run.info.run_id, "trial/patch.diff")
+        assert Path(diff).read_text().strip()
+
+
+# -------------------------------------------------------------------------------------------------
+# Evaluator probes on one shared artifact
+# -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Prepared tiny data and one 30-step artifact trained by the real launcher and recipe."""
+    root = tmp_path_factory.mktemp("pg")
+    data = root / "data"
+    subprocess.run([sys.executable, str(EVALUATOR), "prepare", "--profile", "tiny",
+                    "--data-dir", str(data)], check=True, timeout=120)
+    workspace = root / "workspace"
+    shutil.copytree(ENV, workspace, ignore=shutil.ignore_patterns("__pycache__"))
+    recipe = workspace / RECIPE
+    recipe.write_text(recipe.read_text().replace(SHIPPED_STEPS, SHORT_STEPS))
+    out = root / "out"
+    subprocess.run([sys.executable, "harness/launch.py", "--nproc", "1", RECIPE, "--profile",
+                    "tiny", "--seed", "0", "--data-dir", str(data / "public"), "--out-dir",
+                    str(out)], cwd=workspace, check=True, timeout=120, capture_output=True)
+    return data, workspace, out
+
+
+def score_edit(tmp_path: Path, trained, old: str = "", new: str = "",
+               eval_seconds: float = 40) -> dict:
+    """Score the shared artifact with the recipe edited (old -> new); returns outcome.json."""
+    data, workspace, out = trained
+    run_dir = tmp_path / "run"
+    shutil.copytree(workspace, run_dir / "workspace")
+    if old:
+        recipe = run_dir / "workspace" / RECIPE
+        text = recipe.read_text()
+        assert text.count(old) == 1, old
+        recipe.write_text(text.replace(old, new))
+    seed_dir = run_dir / "seeds" / "0"
+    shutil.copytree(out, seed_dir / "out")
+    for name in ("stdout.txt", "stderr.txt"):
+        (seed_dir / name).write_text("")
+    (run_dir / "harness.json").write_text(json.dumps({
+        "schema": 1, "environment": "parameter_golf", "profile": "tiny",
+        "workspace": "workspace",
+        "budgets": {"train_seconds": 40, "eval_seconds": eval_seconds, "artifact_bytes": 215000},
+        "gates": {}, "expected_seeds": [0],
+        "seeds": [{"seed": 0, "wall_seconds": 5.0, "exit_code": 0, "timed_out": False,
+                   "out_dir": "seeds/0/out", "stdout": "seeds/0/stdout.txt",
+                   "stderr": "seeds/0/stderr.txt"}]}))
+    outcome = run_dir / "outcome.json"
+    subprocess.run([sys.executable, str(EVALUATOR), "score", "--profile", "tiny", "--data-dir",
+                    str(data), "--run-dir", str(run_dir), "--out", str(outcome)],
+                   check=True, timeout=120)
+    return json.loads(outcome.read_text())
+
+
+def test_honest_artifact_passes_every_probe_and_ignores_result_json(tmp_path, trained):
+    (trained[2] / "result.json").write_text(json.dumps({"val_bpb": 0.0001}))
+    outcome = score_edit(tmp_path, trained)
+    assert outcome["label"] == "ok", outcome["excerpt"]
+    assert outcome["score"] == pytest.approx(outcome["metrics"]["val_bpb"], abs=1e-5)
+    assert outcome["score"] > 2.0
+
+
+def test_a_model_that_peeks_at_later_tokens_is_illegal(tmp_path, trained):
+    outcome = score_edit(tmp_path, trained, "is_causal=True", "is_causal=False")
+    assert outcome["label"] == "illegal" and "probe causality" in outcome["excerpt"]
+
+
+def test_ttt_that_adapts_before_scoring_is_illegal(tmp_path, trained):
+    swapped = ("        if ttt:\n            adapt(model, stream[first - 1:last], hp)\n"
+               "        yield from score_targets(model, stream, first, last, hp)\n")
+    outcome = score_edit(tmp_path, trained, STREAM_LOOP, swapped)
+    assert outcome["label"] == "illegal", outcome["excerpt"]
+    assert "probe score-before-update" in outcome["excerpt"]
+
+
+def test_unnormalized_distributions_are_illegal(tmp_path, trained):
+    boosted = STREAM_LOOP.replace(
+        "        yield from score_targets(model, stream, first, last, hp)\n",
+        "        for start, rows in score_targets(model, stream, first, last, hp):\n"
+        "            yield start, rows + 0.5\n")
+    outcome = score_edit(tmp_path, trained, STREAM_LOOP, boosted)
+    assert outcome["label"] == "illegal" and "probe normalization" in outcome["excerpt"]
+
+
+def test_slow_scoring_overruns_the_eval_budget(tmp_path, trained):
+    outcome = score_edit(tmp_path, trained, STREAM_LOOP,
+                         "        time.sleep(3600)\n" + STREAM_LOOP, eval_seconds=12)
+    assert outcome["label"] == "eval_budget_overrun"
+    assert outcome["metrics"]["artifact_bytes"] > 0
