@@ -22,12 +22,6 @@ from dataclasses import dataclass, field
 import openai
 
 from .errors import AutoresearchError
-from .tags import LLM_ATTEMPTS as ATTEMPTS  # metric names a proposal carries, defined in tags.py
-from .tags import LLM_CACHED_INPUT_TOKENS as CACHED_INPUT_TOKENS
-from .tags import LLM_COST_USD as COST_USD
-from .tags import LLM_INPUT_TOKENS as INPUT_TOKENS
-from .tags import LLM_OUTPUT_TOKENS as OUTPUT_TOKENS
-from .tags import LLM_SECONDS as SECONDS
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 KEYLESS = "no-key"  # local servers ignore the key, but the client refuses to start without one

@@ -27,9 +27,14 @@ from .edits import Answer, EditError, apply_answer, parse_answer
 from .environment import Environment, Specialist
 from .errors import HarnessError, ProposalError
 from .lineage import clip
-from .llm import (ATTEMPTS, CACHED_INPUT_TOKENS, COST_USD, INPUT_TOKENS, OUTPUT_TOKENS, SECONDS,
-                  ClientSettings, LLMClient, Reply, Usage)
+from .llm import ClientSettings, LLMClient, Reply, Usage
 from .records import FailureLabel, Proposal, Trial
+from .tags import LLM_ATTEMPTS as ATTEMPTS
+from .tags import LLM_CACHED_INPUT_TOKENS as CACHED_INPUT_TOKENS
+from .tags import LLM_COST_USD as COST_USD
+from .tags import LLM_INPUT_TOKENS as INPUT_TOKENS
+from .tags import LLM_OUTPUT_TOKENS as OUTPUT_TOKENS
+from .tags import LLM_SECONDS as SECONDS
 from .workspace import PreflightError, apply_diff, diff_sha, make_diff, syntax_check
 
 PROTOCOL = Path(__file__).resolve().parent / "prompts" / "protocol.md"

@@ -4,7 +4,6 @@ Loop tests run a copy whose horizon is a fifth of the shipped one (about 25 step
 `test_mlflow_run_of_the_project_logs_its_evaluation` runs the recipe as shipped.
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -17,20 +16,9 @@ from mlflow_autoresearch import tags
 from mlflow_autoresearch.loop import Settings, run_loop
 from mlflow_autoresearch.records import FailureLabel
 from mlflow_autoresearch.testing import ScriptedAgent, replace_in
+from support import ROOT, copy_env
 
 
-def _shared_conftest():
-    """tests/conftest.py, loaded by path: in a whole-suite run a bare `import conftest` can find
-    tests/kernels/conftest.py instead."""
-    spec = importlib.util.spec_from_file_location("shared_conftest",
-                                                  Path(__file__).with_name("conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ROOT = Path(__file__).resolve().parent.parent
-copy_env = _shared_conftest().copy_env
 
 ENV = ROOT / "projects" / "nanochat_d12"
 RECIPE = "recipe/base_train.py"

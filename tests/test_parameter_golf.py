@@ -5,7 +5,6 @@ Loop tests run a copy whose recipe trains 30 steps instead of 200 (seconds, not 
 need no retraining score one shared 30-step artifact against edited copies of the workspace.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -20,20 +19,9 @@ from mlflow_autoresearch import tags
 from mlflow_autoresearch.loop import Settings, run_loop
 from mlflow_autoresearch.records import FailureLabel
 from mlflow_autoresearch.testing import ScriptedAgent, replace_in
+from support import ROOT, copy_env
 
 
-def _shared_conftest():
-    """tests/conftest.py, loaded by path: in a whole-suite run a bare `import conftest` can find
-    tests/kernels/conftest.py instead."""
-    spec = importlib.util.spec_from_file_location("shared_conftest",
-                                                  Path(__file__).with_name("conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ROOT = Path(__file__).resolve().parent.parent
-copy_env = _shared_conftest().copy_env
 
 ENV = ROOT / "projects" / "parameter_golf"
 EVALUATOR = ROOT / "evaluators" / "parameter_golf.py"
