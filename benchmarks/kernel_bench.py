@@ -176,8 +176,16 @@ def render_table(rows: list[dict], peak_tflops: float | None) -> str:
     return "\n".join(lines)
 
 
-def log_to_mlflow(rows: list[dict], params: dict, table: str) -> None:
-    """Every figure as a metric named case.provider.figure, the table as an artifact."""
+def chosen_configs() -> str:
+    """The config the autotuner picked for each kernel and tuning key (T, GROUP, windows, D, ...)."""
+    launch = attention._attn_launch
+    tuned = {"fwd": launch._fwd_tuned, "bwd_dkdv": launch._dkdv_tuned, "bwd_dq": launch._dq_tuned}
+    return "\n".join(f"{name} {key}: {config}" for name, kernel in tuned.items()
+                     for key, config in kernel.cache.items())
+
+
+def log_to_mlflow(rows: list[dict], params: dict, table: str, configs: str) -> None:
+    """Every figure as a metric named case.provider.figure; the table and configs as artifacts."""
     import mlflow
 
     metrics = {f"{row['case']}.{row['provider']}.{key}": value for row in rows for key, value in row.items()
@@ -186,6 +194,7 @@ def log_to_mlflow(rows: list[dict], params: dict, table: str) -> None:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_text(table, "kernel_bench.md")
+        mlflow.log_text(configs, "autotune_configs.txt")
 
 
 def main() -> None:
@@ -211,9 +220,11 @@ def main() -> None:
     table = render_table(rows, peak)
     print(f"{gpu}, torch {torch.__version__}, triton {triton.__version__}, {args.dtype}")
     print(table)
+    configs = chosen_configs()
+    print(configs)
     params = {**vars(args), "gpu": gpu, "torch": torch.__version__, "triton": triton.__version__,
               "cuda": torch.version.cuda}
-    log_to_mlflow(rows, params, table)
+    log_to_mlflow(rows, params, table, configs)
     if any("error" in row for row in rows if row["provider"] == "triton"):
         sys.exit("kernel_bench: the Triton kernel failed on some case (see the table)")
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import random
 import re
 import shutil
@@ -389,7 +390,8 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
              profile, str(work / CHECKPOINT), str(tokenizer), str(private / "eval_bundle"),
              str(private / "val_tokens.npy"), str(out)],
             left, work / "child.stdout.txt", work / "child.stderr.txt",
-            env={"PYTHONPATH": str(workspace / "recipe")})
+            env={"PYTHONPATH": os.pathsep.join(filter(None, [str(workspace / "recipe"),
+                                                             os.environ.get("PYTHONPATH")]))})
         if child.timed_out:
             failures.append(("eval_budget_overrun", f"seed {seed}: evaluation killed after "
                              f"{child.seconds:.1f} s, past the eval budget"))

@@ -32,12 +32,13 @@ def _configs(*specs: tuple[int, int, int, int]) -> list[triton.Config]:
 # skips configs over a GPU's shared memory (A100: 163 KB); tests/kernels compiles each for sm_90.
 # At D=128, three stages of K and V tiles take 128 KB of shared memory (one program per SM);
 # two stages take 96 KB, so two programs fit on an H100 SM.
-FWD_CONFIGS = _configs((128, 64, 8, 3), (128, 64, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3))
+FWD_CONFIGS = _configs((128, 64, 8, 3), (128, 64, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3), (128, 128, 8, 2))
 # dK/dV programs own BLOCK_N keys and stream BLOCK_M queries; two fp32 (BLOCK_N, D) accumulators
 # live in registers, so key blocks stay at 64-128 rows.
 DKDV_CONFIGS = _configs((64, 64, 4, 3), (32, 128, 8, 3), (64, 128, 8, 2))
-DQ_CONFIGS = _configs((64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3))
+DQ_CONFIGS = _configs((64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 8, 2))
 
+#: The autotuned kernels; each one's `cache` maps a tuning key to the config it chose.
 _fwd_tuned = triton.autotune(FWD_CONFIGS, key=_TUNE_KEY)(_attn_fwd)
 _dkdv_tuned = triton.autotune(DKDV_CONFIGS, key=_TUNE_KEY)(_attn_bwd_dkdv)
 _dq_tuned = triton.autotune(DQ_CONFIGS, key=_TUNE_KEY)(_attn_bwd_dq)

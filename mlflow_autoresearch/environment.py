@@ -9,6 +9,7 @@ the README ("Environment spec").
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ HARNESS_PARAMETERS = ("seed", "data_dir", "out_dir")
 _TOP_KEYS = {
     "name", "description", "entry_point", "editable", "protected", "evaluator", "score",
     "min_delta", "seeds", "budgets", "gates", "parameters", "profiles", "specialists",
-    "default_profile",
+    "default_profile", "python_path",
 }
 _PROFILE_KEYS = {"parameters", "seeds", "budgets", "gates", "min_delta"}
 _BUDGET_KEYS = {"train_seconds", "eval_seconds", "artifact_bytes"}
@@ -61,6 +62,15 @@ class Environment:
     parameters: dict[str, str] = field(default_factory=dict)
     specialists: tuple[Specialist, ...] = ()
     description: str = ""
+    python_path: tuple[Path, ...] = ()
+
+    def child_env(self) -> dict[str, str]:
+        """Variables for the recipe's and the evaluator's processes: `python_path` put ahead of
+        any PYTHONPATH already set, so harness-owned code outside the workspace is importable."""
+        if not self.python_path:
+            return {}
+        current = os.environ.get("PYTHONPATH")
+        return {"PYTHONPATH": os.pathsep.join([*map(str, self.python_path), *([current] if current else [])])}
 
     def is_protected(self, relpath: str) -> bool:
         """True for files no edit may touch: protected globs, the spec and the MLproject."""
@@ -176,6 +186,7 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
         problems.append("'parameters' must map entry-point parameter names to values")
         parameters = {}
 
+    python_path = _python_path(root, merged.get("python_path", []), problems)
     entry_point = merged.get("entry_point")
     _check_mlproject(root, entry_point, parameters, problems)
     specialists = _specialists(merged.get("specialists"), editable, problems)
@@ -200,6 +211,7 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
         parameters={k: str(v) for k, v in parameters.items()},
         specialists=specialists,
         description=str(merged.get("description", "")).strip(),
+        python_path=python_path,
     )
 
 
@@ -230,6 +242,21 @@ def _evaluator_path(root: Path, value: Any, problems: list[str]) -> Path:
         problems.append(f"evaluator {value!r} lies inside the environment folder, where edits "
                         f"could reach it; move it under evaluators/")
     return path
+
+
+def _python_path(root: Path, value: Any, problems: list[str]) -> tuple[Path, ...]:
+    """Folders outside the environment (so outside every workspace) that trials may import from."""
+    paths = []
+    for rel in _str_list(value, "python_path", problems):
+        path = (root / rel).resolve()
+        if not path.is_dir():
+            problems.append(f"python_path entry {rel!r} is not a folder (resolved to {path})")
+        elif path.is_relative_to(root):
+            problems.append(f"python_path entry {rel!r} lies inside the environment folder; trials "
+                            f"import from their workspace copy already, so list only outside folders")
+        else:
+            paths.append(path)
+    return tuple(paths)
 
 
 def _check_mlproject(root: Path, entry_point: Any, parameters: dict, problems: list[str]) -> None:

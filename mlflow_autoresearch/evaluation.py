@@ -45,7 +45,7 @@ class CommandEvaluator:
         stdout, stderr = log_dir / "prepare.stdout.txt", log_dir / "prepare.stderr.txt"
         finished = process.run(
             self._argv("prepare", "--profile", self.env.profile, "--data-dir", str(self.data_dir)),
-            self.env.evaluator.parent, None, stdout, stderr)
+            self.env.evaluator.parent, None, stdout, stderr, process.child_env(self.env.child_env()))
         if finished.exit_code != 0:
             lines = stderr.read_text(errors="replace").strip().splitlines() or ["(no output)"]
             raise HarnessError(f"preparing {self.env.name} data ({self.env.profile}) failed: "
@@ -58,7 +58,8 @@ class CommandEvaluator:
         finished = process.run(
             self._argv("score", "--profile", self.env.profile, "--data-dir", str(self.data_dir),
                        "--run-dir", str(run_dir), "--out", str(out)),
-            self.env.evaluator.parent, self.env.eval_seconds, stdout, stderr)
+            self.env.evaluator.parent, self.env.eval_seconds, stdout, stderr,
+            process.child_env(self.env.child_env()))
         if finished.timed_out:
             return Outcome(FailureLabel.EVAL_BUDGET_OVERRUN, seconds=finished.seconds,
                            excerpt=f"evaluation killed at {finished.seconds:.1f} s "

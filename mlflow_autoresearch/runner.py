@@ -119,7 +119,8 @@ def run_seeds(env: Environment, workspace: Path, run_dir: Path, data_dir: Path, 
             backend=BACKEND_NAME, experiment_id=experiment_id, env_manager="local",
             synchronous=False,
             backend_config={"run_id": run_id, "stdout": str(seed_dir / "stdout.txt"),
-                            "stderr": str(seed_dir / "stderr.txt"), "grace_seconds": grace})
+                            "stderr": str(seed_dir / "stderr.txt"), "grace_seconds": grace,
+                            "env": env.child_env()})
         try:
             on_start(submitted.proc.pid)
             finished = submitted.wait_budget(env.train_seconds)

@@ -23,6 +23,8 @@ def copy_env(src: Path, dest: Path, evaluators: Path, **spec_overrides) -> Path:
     spec_path = env_dir / "autoresearch.yaml"
     spec = yaml.safe_load(spec_path.read_text())
     spec["evaluator"] = str(dest / "evaluators" / Path(spec["evaluator"]).name)
+    if "python_path" in spec:  # shared code stays where it is: point the copy at the original
+        spec["python_path"] = [str((src / rel).resolve()) for rel in spec["python_path"]]
     for key, value in spec_overrides.items():
         spec[key] = value
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -1,9 +1,12 @@
+import os
+
 import pytest
 import yaml
 
 from mlflow_autoresearch.environment import load_environment
 from mlflow_autoresearch.errors import EnvironmentSpecError
 from mlflow_autoresearch.records import Direction
+from support import ROOT
 
 
 def test_loads_the_toy_environment_by_path(toy_env):
@@ -69,3 +72,24 @@ def test_broken_yaml_is_one_clear_error(toy_env):
     (toy_env / "autoresearch.yaml").write_text("name: [unclosed\n")
     with pytest.raises(EnvironmentSpecError, match="not valid YAML"):
         load_environment(str(toy_env))
+
+
+def test_python_path_resolves_outside_folders_and_refuses_inside_ones(toy_env):
+    spec = yaml.safe_load((toy_env / "autoresearch.yaml").read_text())
+    (toy_env.parent / "shared").mkdir()
+    spec["python_path"] = ["../shared"]
+    (toy_env / "autoresearch.yaml").write_text(yaml.safe_dump(spec))
+    env = load_environment(str(toy_env))
+    assert env.python_path == ((toy_env.parent / "shared").resolve(),)
+    assert env.child_env()["PYTHONPATH"].split(os.pathsep)[0] == str(env.python_path[0])
+    spec["python_path"] = ["recipe", "../missing"]
+    (toy_env / "autoresearch.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(EnvironmentSpecError) as err:
+        load_environment(str(toy_env))
+    assert "'recipe' lies inside the environment folder" in str(err.value)
+    assert "'../missing' is not a folder" in str(err.value)
+
+
+def test_nanochat_puts_the_repository_root_on_the_python_path():
+    env = load_environment("nanochat_d12", "tiny")
+    assert env.python_path == (ROOT,) and (ROOT / "kernels" / "attention.py").is_file()

@@ -85,6 +85,8 @@ def test_loop_labels_each_failure(tmp_path):
             replace_in(RECIPE, "ASPECT_RATIO = 64", "ASPECT_RATIO = 21")(files))),
         ("slow eval", replace_in(RECIPE, load, "    time.sleep(3600)\n" + load)),
         ("fake score", replace_in(RECIPE, main, main + "    print('CORE metric: 0.9999')\n")),
+        # kernels/ comes from python_path (outside the workspace); on CPU it runs SDPA.
+        ("triton", replace_in(RECIPE, 'ATTENTION_BACKEND = "sdpa"', 'ATTENTION_BACKEND = "triton"')),
     ]
     settings = Settings(str(env_dir), "tiny", trials=len(script),
                         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -100,6 +102,7 @@ def test_loop_labels_each_failure(tmp_path):
     assert got["slow eval"].label is FailureLabel.EVAL_BUDGET_OVERRUN
     assert got["fake score"].label is FailureLabel.OK
     assert got["fake score"].score == baseline.score  # same seed, same checkpoint, same CORE
+    assert got["triton"].label is FailureLabel.OK, got["triton"].excerpt
     client = MlflowClient(settings.tracking_uri)
     for trial in summary.trials:
         check_trial(client, client.get_run(trial.run_id), summary.campaign)

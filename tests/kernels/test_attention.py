@@ -297,8 +297,9 @@ def test_kernel_bench_counts_visible_pairs():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only exit")
-def test_kernel_bench_without_gpu_prints_one_line_and_exits_zero():
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernel_bench.py")], cwd=ROOT,
+@pytest.mark.parametrize("script", ["kernel_bench.py", "nanochat_step.py"])
+def test_gpu_benchmarks_without_gpu_print_one_line_and_exit_zero(script):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(result.stdout.strip().splitlines()) == 1 and "no CUDA GPU" in result.stdout

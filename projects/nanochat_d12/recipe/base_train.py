@@ -81,7 +81,8 @@ MOMENTUM_WARMDOWN = 0.90  # Muon momentum during the LR warmdown
 # Data
 DOC_ALIGNED = True  # start every training row at a document's BOS (else anywhere in the stream)
 # Systems
-ATTENTION_BACKEND = "sdpa"  # torch scaled_dot_product_attention (causal, or a windowed bool mask)
+ATTENTION_BACKEND = "sdpa"  # "sdpa": torch SDPA (windows need a bool mask: slow path); "triton": kernels/
+COMPUTE_DTYPE = {"tiny": "float32", "real": "bfloat16"}  # autocast dtype of the forward on CUDA
 DEVICE = {"tiny": "cpu", "real": "cuda"}  # torch device
 THREADS = {"tiny": 1, "real": 0}  # torch CPU threads; 0 = torch's default
 LOG_EVERY = {"tiny": 50, "real": 100}  # steps between training-loss lines
@@ -175,9 +176,24 @@ def window_sizes(hp: SimpleNamespace) -> list[int]:
     return sizes
 
 
+def triton_attention():
+    """The repository's fused attention (kernels/attention.py: causal, GQA, sliding windows; SDPA on
+    machines where Triton cannot run). The harness puts the repository root on PYTHONPATH
+    (autoresearch.yaml `python_path`), outside the workspace, so the kernels are not editable."""
+    try:
+        from kernels.attention import flash_attn_func
+    except ImportError as error:
+        raise ImportError(f"ATTENTION_BACKEND 'triton' needs the repository's kernels/ package on "
+                          f"PYTHONPATH (autoresearch.yaml python_path adds it to trials): {error}") from None
+    return flash_attn_func
+
+
 class Attention(nn.Module):
     def __init__(self, hp: SimpleNamespace, width: int, window: int):
         super().__init__()
+        if hp.attention_backend not in ("sdpa", "triton"):
+            raise ValueError(f"ATTENTION_BACKEND must be 'sdpa' or 'triton', got {hp.attention_backend!r}")
+        self.flash = triton_attention() if hp.attention_backend == "triton" else None
         self.head_dim = hp.head_dim
         self.heads = width // hp.head_dim
         self.kv_heads = max(1, self.heads // hp.kv_head_ratio)
@@ -193,6 +209,12 @@ class Attention(nn.Module):
         k, v = self.kv(x).view(b, t, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q = rotary(rms_norm(q), self.rope_base) * self.qk_scale
         k = rotary(rms_norm(k), self.rope_base) * self.qk_scale
+        if self.flash is not None:
+            # (B, T, H, D) views, one dtype (custom ops see autocast's mixed outputs); a layer of
+            # `window` tokens sees keys i - window < j <= i, FlashAttention's left = window - 1.
+            q, k, v = (z.transpose(1, 2).to(v.dtype) for z in (q, k, v))
+            y = self.flash(q, k, v, causal=True, window_size=(self.window - 1 if self.window else -1, 0))
+            return self.proj(y.reshape(b, t, -1))
         gqa = self.kv_heads != self.heads
         if self.window and self.window < t:
             i = torch.arange(t, device=x.device)
@@ -325,6 +347,7 @@ def train(model: GPT, stream: np.ndarray, starts: np.ndarray, hp: SimpleNamespac
     muon, adam = make_optimizers(model, hp)
     batches = train_batches(stream, starts, hp, rank, world, torch.Generator().manual_seed(seed))
     device = next(model.parameters()).device
+    lowp = device.type == "cuda" and hp.compute_dtype != "float32"
     started, loss_value = time.perf_counter(), float("nan")
     for step in range(total):
         lrm = lr_multiplier(step, total, hp)
@@ -336,7 +359,8 @@ def train(model: GPT, stream: np.ndarray, starts: np.ndarray, hp: SimpleNamespac
         model.zero_grad(set_to_none=True)
         for _ in range(accum):
             inputs, targets = (t.to(device) for t in next(batches))
-            logits = model(inputs)
+            with torch.autocast("cuda", dtype=getattr(torch, hp.compute_dtype), enabled=lowp):
+                logits = model(inputs)
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
             (loss / accum).backward()
         if world > 1:
