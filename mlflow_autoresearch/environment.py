@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,28 +236,28 @@ def _apply_profile(raw: dict, overrides: Any, profile: str, problems: list[str])
 def _evaluator_path(root: Path, value: Any, problems: list[str]) -> Path:
     if not isinstance(value, str) or not value:
         return root
-    path = (root / value).resolve()
-    if not path.is_file():
-        problems.append(f"evaluator {value!r} does not exist (resolved to {path})")
-    elif path.is_relative_to(root):
-        problems.append(f"evaluator {value!r} lies inside the environment folder, where edits "
-                        f"could reach it; move it under evaluators/")
-    return path
+    return _outside(root, value, "evaluator", Path.is_file, "move it under evaluators/", problems) or root
 
 
 def _python_path(root: Path, value: Any, problems: list[str]) -> tuple[Path, ...]:
     """Folders outside the environment (so outside every workspace) that trials may import from."""
-    paths = []
-    for rel in _str_list(value, "python_path", problems):
-        path = (root / rel).resolve()
-        if not path.is_dir():
-            problems.append(f"python_path entry {rel!r} is not a folder (resolved to {path})")
-        elif path.is_relative_to(root):
-            problems.append(f"python_path entry {rel!r} lies inside the environment folder; trials "
-                            f"import from their workspace copy already, so list only outside folders")
-        else:
-            paths.append(path)
-    return tuple(paths)
+    paths = [_outside(root, rel, "python_path entry", Path.is_dir, "list only folders outside it", problems)
+             for rel in _str_list(value, "python_path", problems)]
+    return tuple(path for path in paths if path)
+
+
+def _outside(root: Path, rel: str, what: str, exists: Callable[[Path], bool], fix: str,
+             problems: list[str]) -> Path | None:
+    """`rel` resolved against the environment folder, or None (a problem noted) when it is missing
+    or lies inside the folder, where a trial's edits could reach it."""
+    path = (root / rel).resolve()
+    if not exists(path):
+        problems.append(f"{what} {rel!r} does not exist (resolved to {path})")
+    elif path.is_relative_to(root):
+        problems.append(f"{what} {rel!r} lies inside the environment folder, where edits could reach it; {fix}")
+    else:
+        return path
+    return None
 
 
 def _check_mlproject(root: Path, entry_point: Any, parameters: dict, problems: list[str]) -> None:

@@ -87,7 +87,7 @@ def test_python_path_resolves_outside_folders_and_refuses_inside_ones(toy_env):
     with pytest.raises(EnvironmentSpecError) as err:
         load_environment(str(toy_env))
     assert "'recipe' lies inside the environment folder" in str(err.value)
-    assert "'../missing' is not a folder" in str(err.value)
+    assert "'../missing' does not exist" in str(err.value)
 
 
 def test_nanochat_puts_the_repository_root_on_the_python_path():

@@ -6,7 +6,7 @@ the same weights here, on the Triton kernels (the interpreter on CPU), windows n
 On a GPU both run under bf16 autocast, as the recipe trains there, and only outputs are compared.
 """
 
-import importlib.util
+import importlib
 
 import pytest
 import torch
@@ -18,18 +18,16 @@ CUDA = torch.cuda.is_available()
 pytestmark = pytest.mark.skipif(not attention.HAS_TRITON, reason="triton is not installed")
 
 
-def _recipe():
-    path = ROOT / "projects" / "nanochat_d12" / "recipe" / "base_train.py"
-    spec = importlib.util.spec_from_file_location("nanochat_base_train", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def recipe(monkeypatch):
+    """The shipped recipe module, imported as the evaluator imports it (its folder on sys.path)."""
+    monkeypatch.syspath_prepend(str(ROOT / "projects" / "nanochat_d12" / "recipe"))
+    return importlib.import_module("base_train")
 
 
 @pytest.mark.parametrize("kv_head_ratio", [1, 2])
-def test_triton_backend_matches_sdpa_backend(monkeypatch, kv_head_ratio):
+def test_triton_backend_matches_sdpa_backend(monkeypatch, recipe, kv_head_ratio):
     monkeypatch.setattr(attention, "_override_impl", "triton")
-    recipe = _recipe()
     hp = recipe.load_knobs("tiny")  # depth 2, pattern "SL", 32-token window, head dim 64
     hp.kv_head_ratio, hp.aspect_ratio, hp.short_window = kv_head_ratio, 64, 20
     torch.manual_seed(0)
@@ -55,8 +53,7 @@ def test_triton_backend_matches_sdpa_backend(monkeypatch, kv_head_ratio):
         torch.testing.assert_close(q.grad, p.grad, atol=1e-4, rtol=1e-3, msg=name)
 
 
-def test_unknown_backend_is_refused():
-    recipe = _recipe()
+def test_unknown_backend_is_refused(recipe):
     hp = recipe.load_knobs("tiny")
     hp.attention_backend = "flash3"
     with pytest.raises(ValueError, match="ATTENTION_BACKEND must be 'sdpa' or 'triton'"):
