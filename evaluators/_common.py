@@ -13,8 +13,10 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +123,7 @@ class Harness:
     gates: dict[str, float]
     expected_seeds: tuple[int, ...]
     seeds: dict[int, SeedRun]
+    workspace: Path  # the trial's copy of the environment folder, with its edit applied
 
 
 def load_harness(run_dir: Path) -> Harness:
@@ -153,7 +156,7 @@ def load_harness(run_dir: Path) -> Harness:
         budgets = {str(k): _number(v, f"budgets.{k}") for k, v in doc.get("budgets", {}).items()}
         gates = {str(k): _number(v, f"gates.{k}") for k, v in doc.get("gates", {}).items()}
         return Harness(str(doc["environment"]), str(doc["profile"]), budgets, gates, expected,
-                       seeds)
+                       seeds, run_dir / doc["workspace"])
     except (KeyError, TypeError, AttributeError) as exc:
         raise HarnessError(f"{path}: malformed ({type(exc).__name__}: {exc})") from None
 
@@ -216,6 +219,87 @@ def crash_excerpt(stderr: str, recipe_suffix: str) -> str:
 def clip(text: str, limit: int = EXCERPT_CHARS) -> str:
     """`text` cut to at most `limit` characters, keeping its start."""
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# -------------------------------------------------------------------------------------------------
+# Data and seeds
+# -------------------------------------------------------------------------------------------------
+
+def build_once(data_dir: Path, profile: str, fmt: int, build: Callable[[Path, Path], dict],
+               files: Iterable[str] = ()) -> None:
+    """Run `build(public, private)` unless `data_dir` already holds a finished build of `profile`
+    at format `fmt` with every file in `files` (relative to data_dir). `build` returns the build's
+    metadata; public/meta.json is written last, so its presence marks a finished build."""
+    public, private = data_dir / "public", data_dir / "private"
+    meta_path = public / "meta.json"
+    if meta_path.is_file() and all((data_dir / f).is_file() for f in files):
+        meta = json.loads(meta_path.read_text())
+        if meta.get("profile") == profile and meta.get("format") == fmt:
+            return
+    created = [folder for folder in (public, private) if not folder.exists()]
+    for folder in created:
+        folder.mkdir(parents=True)
+    try:
+        meta = {**build(public, private), "profile": profile, "format": fmt}
+    except BaseException:  # e.g. a failed download: leave no empty build behind
+        for folder in created:
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    write_atomic(meta_path, json.dumps(meta, indent=1).encode())
+
+
+def download(url: str, path: Path, by_hand: str = "") -> None:
+    """Fetch `url` to `path` through a temporary file; DataUnavailable says how to get it by hand
+    (`by_hand`, else: put it at `path`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise DataUnavailable(f"cannot download {url} ({exc}); "
+                              f"{by_hand or f'fetch it by hand and put it at {path}'}") from None
+    partial.replace(path)
+
+
+def prepared_meta(data_dir: Path, profile: str, harness: Harness, files: Iterable[str] = ()) -> dict:
+    """public/meta.json of a finished build for this trial's profile. Raises HarnessError when the
+    build or a file in `files` (relative to data_dir) is missing, or the profiles disagree."""
+    meta_path = data_dir / "public" / "meta.json"
+    if not meta_path.is_file() or not all((data_dir / f).is_file() for f in files):
+        raise HarnessError(f"no prepared data under {data_dir}; run prepare first")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("profile") != profile or harness.profile != profile:
+        raise HarnessError(f"profile mismatch: --profile {profile}, data {meta.get('profile')}, "
+                           f"harness.json {harness.profile}")
+    return meta
+
+
+def failed(failures: list[tuple[str, str]], metrics: dict[str, float]) -> Outcome | None:
+    """The outcome of a trial with failures: the label that comes first by precedence, with the
+    excerpt of its first occurrence; None when there are none."""
+    if not failures:
+        return None
+    label = first_label(label for label, _ in failures)
+    excerpt = next(text for found, text in failures if found == label)
+    return Outcome(label, metrics=metrics, excerpt=clip(excerpt))
+
+
+def process_status(run: SeedRun | None, seed: int, budget: float | None, recipe: str) -> tuple[str, str]:
+    """(label, excerpt) of one seed's training process: it did not run, ran over `budget` (or was
+    killed), or exited non-zero (excerpt: the traceback's end in `recipe`); else ("ok", "")."""
+    if run is None:
+        return "crash", f"seed {seed} did not run (the runner stops at the first failed seed)"
+    if run.timed_out or (budget is not None and run.wall_seconds > budget):
+        limit = f"the {budget:g} s budget" if budget is not None else "its budget"
+        return ("train_budget_overrun", f"seed {seed} ran {run.wall_seconds:.1f} s, over "
+                f"{limit}{' and was killed' if run.timed_out else ''}")
+    if run.exit_code != 0:
+        why = crash_excerpt(read_tail(run.stderr), recipe) or "(no stderr)"
+        return "crash", f"seed {seed} exited with code {run.exit_code}\n{why}"
+    return "ok", ""
 
 
 # -------------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ Harness-owned (outside every workspace), imports neither `mlflow` nor `mlflow_au
   tokens decode to (after the tokenizer's normalization).
 - `bits_per_byte`: summed token losses in nats over summed target bytes.
 - `run_child`: the evaluator's own subprocess with a deadline, killed as a process group, for
-  work that imports a trial's model code (which must never run inside the evaluator itself).
+  work that imports a trial's model code (which must never run inside the evaluator itself);
+  `score_in_child` runs one seed's scoring that way and labels a hang or a crash.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+
+from _common import crash_excerpt, read_tail
 
 SPACE = "\u2581"  # SentencePiece's word-boundary marker
 NORMALIZATION_TOLERANCE = 1e-4  # |sum of probabilities - 1| allowed (environments.md 6)
@@ -183,6 +186,21 @@ class ChildResult:
     exit_code: int
     timed_out: bool
     seconds: float
+
+
+def score_in_child(argv: list[str], workspace: Path, recipe: str, timeout: float, work: Path, out: Path,
+                   seed: int, what: str) -> tuple[str, str]:
+    """Run the evaluator's child on one seed, with the workspace's recipe folder first on its
+    PYTHONPATH, killed at `timeout`: ("ok", "") once it wrote `out`, else (label, excerpt)."""
+    path = os.pathsep.join(filter(None, [str(workspace / Path(recipe).parent), os.environ.get("PYTHONPATH")]))
+    child = run_child(argv, timeout, work / "child.stdout.txt", work / "child.stderr.txt", {"PYTHONPATH": path})
+    if child.timed_out:
+        return "eval_budget_overrun", (f"seed {seed}: evaluation killed after {child.seconds:.1f} s, "
+                                       f"past the eval budget")
+    if child.exit_code != 0 or not out.is_file():
+        why = crash_excerpt(read_tail(work / "child.stderr.txt"), recipe) or "(no stderr)"
+        return "crash", f"seed {seed}: evaluating the {what} failed\n{why}"
+    return "ok", ""
 
 
 def run_child(argv: list[str], timeout: float, stdout: Path, stderr: Path,

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import pickle
 import sys
 import tarfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +27,13 @@ from _common import (  # noqa: E402  (the path above makes this work from any cw
     HarnessError,
     Outcome,
     SeedRun,
+    build_once,
     clip,
-    crash_excerpt,
-    first_label,
+    download,
+    failed,
     load_harness,
-    read_tail,
+    prepared_meta,
+    process_status,
     run_cli,
     write_atomic,
 )
@@ -99,45 +99,27 @@ def cifar_split(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return train_x, train_y, test_x, test_y
 
 
-def download(url: str, path: Path) -> None:
-    """Fetch `url` to `path` (via a temporary file); DataUnavailable says how to do it by hand."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise DataUnavailable(f"cannot download {url} ({exc}); fetch it by hand and put it at "
-                              f"{path}") from None
-    partial.replace(path)
-
-
 def prepare(profile: str, data_dir: Path) -> None:
     """Build the profile's data under `data_dir` unless an identical build is already there."""
-    public, private = data_dir / "public", data_dir / "private"
-    meta_path, labels_path = public / "meta.json", private / "test_labels.npy"
-    files = [public / "train.pt", public / "test_images.pt", labels_path]
-    if meta_path.is_file() and all(f.is_file() for f in files):
-        meta = json.loads(meta_path.read_text())
-        if meta.get("profile") == profile and meta.get("format") == FORMAT:
-            return
+    files = ["public/train.pt", "public/test_images.pt", "private/test_labels.npy"]
+    build_once(data_dir, profile, FORMAT, lambda public, private: build(profile, data_dir, public, private),
+               files)
+
+
+def build(profile: str, data_dir: Path, public: Path, private: Path) -> dict:
     if profile == "tiny":
         train_x, train_y, test_x, test_y = digits_split()
         meta = {"name": "digits", "mirror_symmetric": False}
     else:
         train_x, train_y, test_x, test_y = cifar_split(data_dir)
         meta = {"name": "cifar10", "mirror_symmetric": True}
-    meta.update(profile=profile, format=FORMAT, n_classes=10, image_size=int(train_x.shape[1]),
-                channels=int(train_x.shape[3]), n_train=len(train_x), n_test=len(test_x))
     save_tensors(public / "train.pt", images=train_x, labels=train_y)
     save_tensors(public / "test_images.pt", images=test_x)
     buffer = io.BytesIO()
     np.save(buffer, test_y)
-    write_atomic(labels_path, buffer.getvalue())
-    # meta.json last: its presence marks a finished build.
-    write_atomic(meta_path, json.dumps(meta, indent=1).encode())
+    write_atomic(private / "test_labels.npy", buffer.getvalue())
+    return {**meta, "n_classes": 10, "image_size": int(train_x.shape[1]), "channels": int(train_x.shape[3]),
+            "n_train": len(train_x), "n_test": len(test_x)}
 
 
 def save_tensors(path: Path, **arrays: np.ndarray) -> None:
@@ -174,16 +156,9 @@ def seed_correct(run: SeedRun, labels: np.ndarray, n_classes: int) -> int | str:
 def check_seed(run: SeedRun | None, seed: int, harness_budget: float | None,
                labels: np.ndarray, n_classes: int) -> tuple[str, int | None, str]:
     """(label, correct count or None, excerpt) for one expected seed; label `ok` if it passed."""
-    if run is None:
-        return "crash", None, f"seed {seed} did not run (the runner stops at the first failed seed)"
-    over = harness_budget is not None and run.wall_seconds > harness_budget
-    if run.timed_out or over:
-        budget = f"the {harness_budget:g} s budget" if harness_budget is not None else "its budget"
-        return ("train_budget_overrun", None, f"seed {seed} ran {run.wall_seconds:.1f} s, over "
-                f"{budget}{' and was killed' if run.timed_out else ''}")
-    if run.exit_code != 0:
-        why = crash_excerpt(read_tail(run.stderr), RECIPE) or "(no stderr)"
-        return "crash", None, f"seed {seed} exited with code {run.exit_code}\n{why}"
+    label, excerpt = process_status(run, seed, harness_budget, RECIPE)
+    if label != "ok":
+        return label, None, excerpt
     correct = seed_correct(run, labels, n_classes)
     if isinstance(correct, str):
         return "crash", None, correct
@@ -193,14 +168,8 @@ def check_seed(run: SeedRun | None, seed: int, harness_budget: float | None,
 def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
     """Label and score one trial from its harness.json and its seeds' predictions."""
     harness = load_harness(run_dir)
-    meta_path = data_dir / "public" / "meta.json"
     labels_path = data_dir / "private" / "test_labels.npy"
-    if not meta_path.is_file() or not labels_path.is_file():
-        raise HarnessError(f"no prepared data under {data_dir}; run prepare first")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("profile") != profile or harness.profile != profile:
-        raise HarnessError(f"profile mismatch: --profile {profile}, data {meta.get('profile')}, "
-                           f"harness.json {harness.profile}")
+    meta = prepared_meta(data_dir, profile, harness, ["private/test_labels.npy"])
     gate = harness.gates.get("accuracy")
     if gate is None:
         raise HarnessError("harness.json has no gates.accuracy")
@@ -230,9 +199,7 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
         metrics.update(train_seconds=float(np.mean(walls)), train_seconds_std=sample_std(walls))
 
     if failures:
-        label = first_label(label for label, _ in failures)
-        excerpt = next(text for found, text in failures if found == label)
-        return Outcome(label, metrics=metrics, excerpt=clip(excerpt))
+        return failed(failures, metrics)
     mean = metrics["accuracy"]
     if mean < gate:
         per_seed = ", ".join(f"{a:.4f}" for a in accuracies)

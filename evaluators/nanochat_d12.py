@@ -24,13 +24,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import random
 import re
 import shutil
 import sys
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -38,15 +36,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402  (the path above makes this work from any cwd)
-    DataUnavailable,
-    HarnessError,
     Outcome,
     SeedRun,
-    clip,
-    crash_excerpt,
-    first_label,
+    build_once,
+    download,
+    failed,
     load_harness,
-    read_tail,
+    prepared_meta,
+    process_status,
     run_cli,
     write_atomic,
 )
@@ -178,33 +175,10 @@ def prepare_real(data_dir: Path, public: Path, private: Path) -> dict:
     return {"name": "climbmix-400b-shuffle", "vocab_size": REAL["vocab"]}
 
 
-def download(url: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise DataUnavailable(f"cannot download {url} ({exc}); fetch it by hand and put it at "
-                              f"{path}") from None
-    partial.replace(path)
-
-
 def prepare(profile: str, data_dir: Path) -> None:
     """Build the profile's data under `data_dir` unless an identical build is already there."""
-    public, private = data_dir / "public", data_dir / "private"
-    meta_path = public / "meta.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("profile") == profile and meta.get("format") == FORMAT:
-            return
-    public.mkdir(parents=True, exist_ok=True)
-    private.mkdir(parents=True, exist_ok=True)
-    meta = prepare_tiny(public, private) if profile == "tiny" else \
-        prepare_real(data_dir, public, private)
-    meta.update(profile=profile, format=FORMAT)
-    write_atomic(meta_path, json.dumps(meta, indent=1).encode())  # last: marks a finished build
+    build_once(data_dir, profile, FORMAT, lambda public, private: prepare_tiny(public, private)
+               if profile == "tiny" else prepare_real(data_dir, public, private))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -334,17 +308,10 @@ def child_main(argv: list[str]) -> int:
 # -------------------------------------------------------------------------------------------------
 
 def run_status(run: SeedRun | None, seed: int, budget: float | None) -> tuple[str, str]:
-    if run is None:
-        return "crash", f"seed {seed} did not run (the runner stops at the first failed seed)"
-    if run.timed_out or (budget is not None and run.wall_seconds > budget):
-        return ("train_budget_overrun", f"seed {seed} trained {run.wall_seconds:.1f} s, over the "
-                f"{budget:g} s budget{' and was killed' if run.timed_out else ''}")
-    if run.exit_code != 0:
-        why = crash_excerpt(read_tail(run.stderr), RECIPE) or "(no stderr)"
-        return "crash", f"seed {seed} exited with code {run.exit_code}\n{why}"
-    if not (run.out_dir / CHECKPOINT).is_file():
+    label, excerpt = process_status(run, seed, budget, RECIPE)
+    if label == "ok" and not (run.out_dir / CHECKPOINT).is_file():
         return "crash", f"seed {seed} wrote no {CHECKPOINT}"
-    return "ok", ""
+    return label, excerpt
 
 
 def centered(accuracy: float, baseline: float) -> float:
@@ -355,13 +322,8 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
     started = time.monotonic()
     harness = load_harness(run_dir)
     public, private = data_dir / "public", data_dir / "private"
-    if not (public / "meta.json").is_file():
-        raise HarnessError(f"no prepared data under {data_dir}; run prepare first")
-    meta = json.loads((public / "meta.json").read_text())
-    if meta.get("profile") != profile or harness.profile != profile:
-        raise HarnessError(f"profile mismatch: --profile {profile}, data {meta.get('profile')}, "
-                           f"harness.json {harness.profile}")
-    workspace = run_dir / json.loads((run_dir / "harness.json").read_text())["workspace"]
+    meta = prepared_meta(data_dir, profile, harness)
+    workspace = harness.workspace
     depth_gate = harness.gates.get("depth")
     tokenizer = public / "tokenizer" / "tokenizer.model"
     tokens = np.load(private / "val_tokens.npy")
@@ -385,20 +347,12 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
         shutil.copyfile(run.out_dir / CHECKPOINT, work / CHECKPOINT)
         out = work / "core.json"
         left = eval_budget - (time.monotonic() - started) - EVAL_MARGIN_SECONDS
-        child = _lm.run_child(
-            [sys.executable, str(Path(__file__).resolve()), "core", str(workspace / RECIPE),
-             profile, str(work / CHECKPOINT), str(tokenizer), str(private / "eval_bundle"),
-             str(private / "val_tokens.npy"), str(out)],
-            left, work / "child.stdout.txt", work / "child.stderr.txt",
-            env={"PYTHONPATH": os.pathsep.join(filter(None, [str(workspace / "recipe"),
-                                                             os.environ.get("PYTHONPATH")]))})
-        if child.timed_out:
-            failures.append(("eval_budget_overrun", f"seed {seed}: evaluation killed after "
-                             f"{child.seconds:.1f} s, past the eval budget"))
-            continue
-        if child.exit_code != 0 or not out.is_file():
-            why = crash_excerpt(read_tail(work / "child.stderr.txt"), RECIPE) or "(no stderr)"
-            failures.append(("crash", f"seed {seed}: evaluating the checkpoint failed\n{why}"))
+        argv = [sys.executable, str(Path(__file__).resolve()), "core", str(workspace / RECIPE), profile,
+                str(work / CHECKPOINT), str(tokenizer), str(private / "eval_bundle"),
+                str(private / "val_tokens.npy"), str(out)]
+        label, excerpt = _lm.score_in_child(argv, workspace, RECIPE, left, work, out, seed, "checkpoint")
+        if label != "ok":
+            failures.append((label, excerpt))
             continue
         doc = json.loads(out.read_text())
         nll = np.load(str(out) + ".nll.npy")
@@ -425,11 +379,7 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
     if cores:
         metrics.update(core=float(np.mean(cores)), val_bpb=float(np.mean(bpbs)))
         metrics.update({f"core_{k}": float(np.mean(v)) for k, v in per_task.items()})
-    if failures:
-        label = first_label(label for label, _ in failures)
-        excerpt = next(text for found, text in failures if found == label)
-        return Outcome(label, metrics=metrics, excerpt=clip(excerpt))
-    return Outcome("ok", score=round(metrics["core"], 6), metrics=metrics)
+    return failed(failures, metrics) or Outcome("ok", score=round(metrics["core"], 6), metrics=metrics)
 
 
 if __name__ == "__main__":

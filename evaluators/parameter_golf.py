@@ -24,25 +24,24 @@ Score: mean val_bpb over seeds (minimize). Nothing the recipe prints or writes t
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402  (the path above makes this work from any cwd)
-    DataUnavailable,
     HarnessError,
     Outcome,
     SeedRun,
-    clip,
-    crash_excerpt,
-    first_label,
+    build_once,
+    download,
+    failed,
     load_harness,
+    prepared_meta,
+    process_status,
     read_tail,
     run_cli,
     write_atomic,
@@ -95,6 +94,11 @@ def prepare_tiny(public: Path, private: Path) -> dict:
             "n_val_tokens": len(val), "n_train_docs": len(train_docs), "n_val_docs": len(val_docs)}
 
 
+BY_HAND = ("fetch the SP1024 variant as the challenge does (`python3 data/cached_challenge_fineweb.py "
+           f"--variant sp1024 --train-shards {REAL_TRAIN_SHARDS}` in openai/parameter-golf) and put "
+           "datasets/<same path> under {downloads}")
+
+
 def prepare_real(data_dir: Path, public: Path, private: Path) -> dict:
     """Fetch (or find placed by hand under D/downloads) the public SP1024 shards and tokenizer."""
     downloads = data_dir / "downloads"
@@ -103,29 +107,13 @@ def prepare_real(data_dir: Path, public: Path, private: Path) -> dict:
     for name in names:
         target = downloads / name
         if not target.is_file():
-            download(f"{REAL_BASE}/{name}", target)
+            download(f"{REAL_BASE}/{name}", target, BY_HAND.format(downloads=downloads))
     for name in names[:REAL_TRAIN_SHARDS]:
         link(downloads / name, public / Path(name).name)
     link(downloads / names[-1], public / "tokenizer.model")
     link(downloads / names[-2], private / "fineweb_val_000000.bin")
     val = read_shard(private / "fineweb_val_000000.bin")
     return {"name": "fineweb10B_sp1024", "vocab_size": 1024, "n_val_tokens": len(val)}
-
-
-def download(url: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise DataUnavailable(
-            f"cannot download {url} ({exc}); fetch the SP1024 variant as the challenge does "
-            f"(`python3 data/cached_challenge_fineweb.py --variant sp1024 --train-shards "
-            f"{REAL_TRAIN_SHARDS}` in openai/parameter-golf) and put datasets/<same path> under "
-            f"{path.parent.parent}") from None
-    partial.replace(path)
 
 
 def link(source: Path, target: Path) -> None:
@@ -136,19 +124,9 @@ def link(source: Path, target: Path) -> None:
 
 def prepare(profile: str, data_dir: Path) -> None:
     """Build the profile's data under `data_dir` unless an identical build is already there."""
-    public, private = data_dir / "public", data_dir / "private"
-    meta_path = public / "meta.json"
-    if meta_path.is_file() and (private / "fineweb_val_000000.bin").is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("profile") == profile and meta.get("format") == FORMAT:
-            return
-    public.mkdir(parents=True, exist_ok=True)
-    private.mkdir(parents=True, exist_ok=True)
-    meta = prepare_tiny(public, private) if profile == "tiny" else \
-        prepare_real(data_dir, public, private)
-    meta.update(profile=profile, format=FORMAT)
-    # meta.json last: its presence marks a finished build.
-    write_atomic(meta_path, json.dumps(meta, indent=1).encode())
+    build_once(data_dir, profile, FORMAT, lambda public, private: prepare_tiny(public, private)
+               if profile == "tiny" else prepare_real(data_dir, public, private),
+               ["private/fineweb_val_000000.bin"])
 
 
 # -------------------------------------------------------------------------------------------------
@@ -236,21 +214,15 @@ def artifact_files(out_dir: Path) -> list[Path]:
 
 def run_status(run: SeedRun | None, seed: int, budget: float | None) -> tuple[str, str]:
     """(label, excerpt) from the harness's record of one seed's training process."""
-    if run is None:
-        return "crash", f"seed {seed} did not run (the runner stops at the first failed seed)"
-    stderr = read_tail(run.stderr)
-    if run.exit_code == DATA_ACCESS_EXIT or "harness: the training phase opened" in stderr:
-        line = next((l for l in stderr.splitlines() if "opened validation data" in l), "")
+    stderr = read_tail(run.stderr) if run is not None else ""
+    blocked = run is not None and run.exit_code == DATA_ACCESS_EXIT
+    if blocked or "harness: the training phase opened" in stderr:
+        line = next((text for text in stderr.splitlines() if "opened validation data" in text), "")
         return "illegal", f"probe data-isolation: seed {seed}: {line.strip()}"
-    if run.timed_out or (budget is not None and run.wall_seconds > budget):
-        return ("train_budget_overrun", f"seed {seed} trained {run.wall_seconds:.1f} s, over the "
-                f"{budget:g} s budget{' and was killed' if run.timed_out else ''}")
-    if run.exit_code != 0:
-        why = crash_excerpt(stderr, RECIPE) or "(no stderr)"
-        return "crash", f"seed {seed} exited with code {run.exit_code}\n{why}"
-    if not (run.out_dir / ARTIFACT).is_file():
+    label, excerpt = process_status(run, seed, budget, RECIPE)
+    if label == "ok" and not (run.out_dir / ARTIFACT).is_file():
         return "crash", f"seed {seed} wrote no {ARTIFACT}"
-    return "ok", ""
+    return label, excerpt
 
 
 def judge_child(result: dict, n_targets: int, vocab: int) -> tuple[str, str]:
@@ -290,17 +262,11 @@ def evaluate_seed(run: SeedRun, workspace: Path, profile: str, tokens_path: Path
     artifact = work / ARTIFACT
     shutil.copyfile(run.out_dir / ARTIFACT, artifact)
     out = work / "child.npz"
-    child = _lm.run_child(
-        [sys.executable, str(Path(__file__).resolve()), "logprobs", str(workspace / RECIPE),
-         profile, str(artifact), str(tokens_path), str(vocab), str(probe_tokens), str(out)],
-        seconds_left, work / "child.stdout.txt", work / "child.stderr.txt",
-        env={"PYTHONPATH": str(workspace / "recipe")})
-    if child.timed_out:
-        return "eval_budget_overrun", (f"seed {run.seed}: evaluation killed after "
-                                       f"{child.seconds:.1f} s, past the eval budget"), {}
-    if child.exit_code != 0 or not out.is_file():
-        why = crash_excerpt(read_tail(work / "child.stderr.txt"), RECIPE) or "(no stderr)"
-        return "crash", f"seed {run.seed}: evaluating the artifact failed\n{why}", {}
+    argv = [sys.executable, str(Path(__file__).resolve()), "logprobs", str(workspace / RECIPE), profile,
+            str(artifact), str(tokens_path), str(vocab), str(probe_tokens), str(out)]
+    label, excerpt = _lm.score_in_child(argv, workspace, RECIPE, seconds_left, work, out, run.seed, "artifact")
+    if label != "ok":
+        return label, excerpt, {}
     with np.load(out) as doc:
         result = {k: doc[k] for k in doc.files}
     return (*judge_child(result, len(result["logp"]), vocab), result)
@@ -311,13 +277,8 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
     harness = load_harness(run_dir)
     public, private = data_dir / "public", data_dir / "private"
     val_path = private / "fineweb_val_000000.bin"
-    if not (public / "meta.json").is_file() or not val_path.is_file():
-        raise HarnessError(f"no prepared data under {data_dir}; run prepare first")
-    meta = json.loads((public / "meta.json").read_text())
-    if meta.get("profile") != profile or harness.profile != profile:
-        raise HarnessError(f"profile mismatch: --profile {profile}, data {meta.get('profile')}, "
-                           f"harness.json {harness.profile}")
-    workspace = run_dir / json.loads((run_dir / "harness.json").read_text())["workspace"]
+    meta = prepared_meta(data_dir, profile, harness, [str(val_path.relative_to(data_dir))])
+    workspace = harness.workspace
     if not (workspace / RECIPE).is_file():
         raise HarnessError(f"no {RECIPE} in the trial workspace {workspace}")
     vocab = int(meta["vocab_size"])
@@ -373,11 +334,7 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
         metrics["val_bpb"] = float(np.mean(bpbs))
         metrics["val_bpb_std"] = float(np.std(bpbs, ddof=1)) if len(bpbs) > 1 else 0.0
     metrics.update(n_val_tokens=float(len(tokens)), n_val_bytes=float(n_bytes.sum()))
-    if failures:
-        label = first_label(label for label, _ in failures)
-        excerpt = next(text for found, text in failures if found == label)
-        return Outcome(label, metrics=metrics, excerpt=clip(excerpt))
-    return Outcome("ok", score=round(metrics["val_bpb"], 6), metrics=metrics)
+    return failed(failures, metrics) or Outcome("ok", score=round(metrics["val_bpb"], 6), metrics=metrics)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def make_run(tmp_path, tiny_data) -> Callable[..., Path]:
                             "timed_out": spec.get("timed_out", False),
                             "out_dir": f"seeds/{index}/out", "stdout": f"seeds/{index}/stdout.txt",
                             "stderr": f"seeds/{index}/stderr.txt"})
-        harness = {"schema": 1, "environment": "airbench96", "profile": "tiny",
+        harness = {"schema": 1, "environment": "airbench96", "profile": "tiny", "workspace": "workspace",
                    "budgets": {"train_seconds": budget, "eval_seconds": 60},
                    "gates": {"accuracy": gate}, "expected_seeds": list(expected), "seeds": entries}
         (run_dir / "harness.json").write_text(json.dumps(harness))

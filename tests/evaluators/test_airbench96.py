@@ -311,7 +311,7 @@ def test_tiny_seed_end_to_end_prepare_recipe_score(tmp_path):
     wall = time.monotonic() - started
     assert recipe.returncode == 0, (tmp_path / "stderr.txt").read_text()
     assert (out / "result.json").is_file()
-    harness = {"schema": 1, "environment": "airbench96", "profile": "tiny",
+    harness = {"schema": 1, "environment": "airbench96", "profile": "tiny", "workspace": "workspace",
                "budgets": {"train_seconds": 120, "eval_seconds": 60}, "gates": {"accuracy": 0.9},
                "expected_seeds": [0],
                "seeds": [{"seed": 0, "wall_seconds": wall, "exit_code": 0, "timed_out": False,
