@@ -19,7 +19,7 @@ torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__, 'nu
 stamp kernel-bench
 timeout "${BENCH_S:-240}" mlflow run . -e kernel-bench --env-manager local 2>&1 | tee "$OUT/kernel_bench.log"
 stamp nanochat-step
-timeout "${STEP_S:-120}" mlflow run . -e nanochat-step --env-manager local 2>&1 | tee "$OUT/nanochat_step.log"
+timeout "${STEP_S:-150}" mlflow run . -e nanochat-step --env-manager local 2>&1 | tee "$OUT/nanochat_step.log"
 python - <<'PY' > "$OUT/metrics.json"
 import json, mlflow
 runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
@@ -27,6 +27,6 @@ print(json.dumps([{"run_id": r.info.run_id, "status": r.info.status, "params": r
                    "metrics": r.data.metrics} for r in runs], indent=1))
 PY
 stamp pytest
-timeout "${TEST_S:-180}" python -m pytest -q -n 4 -p no:cacheprovider tests/kernels -k "not compile_for_hopper" \
+timeout "${TEST_S:-150}" python -m pytest -q -n 4 -p no:cacheprovider tests/kernels -k "not compile_for_hopper" \
   2>&1 | tee "$OUT/pytest_gpu.log" | tail -25
 stamp done

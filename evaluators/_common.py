@@ -236,6 +236,7 @@ def build_once(data_dir: Path, profile: str, fmt: int, build: Callable[[Path, Pa
         meta = json.loads(meta_path.read_text())
         if meta.get("profile") == profile and meta.get("format") == fmt:
             return
+    meta_path.unlink(missing_ok=True)  # a build that fails halfway must not pass for the old one
     created = [folder for folder in (public, private) if not folder.exists()]
     for folder in created:
         folder.mkdir(parents=True)

@@ -322,7 +322,8 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
     started = time.monotonic()
     harness = load_harness(run_dir)
     public, private = data_dir / "public", data_dir / "private"
-    meta = prepared_meta(data_dir, profile, harness)
+    meta = prepared_meta(data_dir, profile, harness,
+                         ["private/val_tokens.npy", "public/tokenizer/tokenizer.model"])
     workspace = harness.workspace
     depth_gate = harness.gates.get("depth")
     tokenizer = public / "tokenizer" / "tokenizer.model"

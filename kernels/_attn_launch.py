@@ -38,10 +38,12 @@ FWD_CONFIGS = _configs((128, 64, 8, 3), (128, 64, 8, 2), (128, 64, 4, 3), (64, 6
 DKDV_CONFIGS = _configs((64, 64, 4, 3), (32, 128, 8, 3), (64, 128, 8, 2))
 DQ_CONFIGS = _configs((64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 8, 2))
 
-#: The autotuned kernels; each one's `cache` maps a tuning key to the config it chose.
-_fwd_tuned = triton.autotune(FWD_CONFIGS, key=_TUNE_KEY)(_attn_fwd)
-_dkdv_tuned = triton.autotune(DKDV_CONFIGS, key=_TUNE_KEY)(_attn_bwd_dkdv)
-_dq_tuned = triton.autotune(DQ_CONFIGS, key=_TUNE_KEY)(_attn_bwd_dq)
+#: The autotuned kernels; each one's `cache` maps a tuning key to the config it chose. Choices are
+#: also kept in Triton's on-disk cache (cache_results), so each cold trial process does not re-time
+#: every config inside its training budget.
+_fwd_tuned = triton.autotune(FWD_CONFIGS, key=_TUNE_KEY, cache_results=True)(_attn_fwd)
+_dkdv_tuned = triton.autotune(DKDV_CONFIGS, key=_TUNE_KEY, cache_results=True)(_attn_bwd_dkdv)
+_dq_tuned = triton.autotune(DQ_CONFIGS, key=_TUNE_KEY, cache_results=True)(_attn_bwd_dq)
 
 _TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
 
