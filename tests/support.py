@@ -1,11 +1,14 @@
-"""Helpers for tests: paths, and private copies of environment folders to edit freely.
+"""Helpers for tests: paths, private copies of environment folders to edit freely, CLI campaigns.
 
 A plain module (not conftest.py) so test files can import it by name.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -29,3 +32,41 @@ def copy_env(src: Path, dest: Path, evaluators: Path, **spec_overrides) -> Path:
         spec[key] = value
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return env_dir
+
+
+def cli_campaign(env: str | Path, cwd: Path, *args: str, timeout: float = 600) -> tuple:
+    """Run `autoresearch run ENV --profile tiny ARGS...` in a subprocess, its workdir and SQLite
+    store under `cwd`, and assert it exited 0. Returns (MlflowClient, the campaign's runs, oldest
+    first, the command's stdout)."""
+    result = _run([sys.executable, "-m", "mlflow_autoresearch.cli", "run", str(env), "--profile", "tiny",
+                   *args], cwd, timeout)
+    client = _client(cwd)
+    experiment = client.get_experiment_by_name(f"autoresearch/{Path(env).name}")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    return client, runs, result.stdout
+
+
+def mlflow_run_project(env_dir: Path, cwd: Path):
+    """`mlflow run ENV_DIR --env-manager local -P profile=tiny` (the `main` entry point: one
+    evaluated trial) with its store under `cwd`; asserts it exited 0 and returns (client, run)."""
+    _run([sys.executable, "-m", "mlflow", "run", str(env_dir), "--env-manager", "local", "-P", "profile=tiny"],
+         cwd, 600)
+    client = _client(cwd)
+    runs = client.search_runs(["0"])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def _run(argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        argv, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "AUTORESEARCH_WORKDIR": str(cwd / "work"),
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _client(cwd: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")

@@ -1,9 +1,6 @@
 """Airbench96 end to end on the tiny profile: the real recipe, evaluator, loop, store and CLI."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -13,7 +10,7 @@ from mlflow_autoresearch.loop import Settings, run_loop
 from mlflow_autoresearch.records import FailureLabel
 from mlflow_autoresearch.testing import ScriptedAgent, replace_in
 
-from support import ROOT, copy_env
+from support import ROOT, cli_campaign, copy_env, mlflow_run_project
 
 RECIPE = "recipe/airbench96.py"
 LABELS = {label.tag for label in FailureLabel}
@@ -54,16 +51,8 @@ def _check_trial_schema(client, run, experiment):
 
 
 def test_campaign_from_the_cli_records_well_formed_trials(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "mlflow_autoresearch.cli", "run", "airbench96", "--profile",
-         "tiny", "--trials", "6"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "AUTORESEARCH_WORKDIR": str(tmp_path / "work")})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert len([l for l in result.stdout.splitlines() if l.startswith("t00")]) == 7
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("autoresearch/airbench96")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    client, runs, stdout = cli_campaign("airbench96", tmp_path, "--trials", "6", timeout=900)
+    assert len([line for line in stdout.splitlines() if line.startswith("t00")]) == 7
     seen = [_check_trial_schema(client, run, "autoresearch/airbench96") for run in runs]
     assert [n for n, _ in seen] == list(range(7))
     assert seen[0][1] is FailureLabel.OK  # the measured baseline passes its own gate
@@ -110,17 +99,7 @@ def test_each_label_airbench_can_produce(tmp_path):
 
 def test_mlflow_run_of_the_project_logs_its_evaluation(tmp_path):
     """`mlflow run projects/airbench96 -P profile=tiny` works on its own."""
-    result = subprocess.run(
-        [sys.executable, "-m", "mlflow", "run", str(ROOT / "projects" / "airbench96"),
-         "--env-manager", "local", "-P", "profile=tiny"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "AUTORESEARCH_WORKDIR": str(tmp_path / "work"),
-             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs(["0"])
-    assert len(runs) == 1
-    run = runs[0]
+    client, run = mlflow_run_project(ROOT / "projects" / "airbench96", tmp_path)
     assert run.data.tags[tags.LABEL] == "ok" and run.data.metrics["accuracy"] >= 0.98
     assert run.data.tags["mlflow.project.entryPoint"] == "main"
     assert {"trial/evaluation.json", "trial/recipe"} <= {
@@ -143,16 +122,9 @@ def test_llm_specialists_from_the_cli_against_a_loopback_endpoint(tmp_path):
             f"+{lr.replace('0.85', '0.8', 1)}\n```\n")
     garbage = "I would rather not change anything today."
     with FakeOpenAI([search_replace, diff, garbage, garbage, garbage]) as server:
-        result = subprocess.run(
-            [sys.executable, "-m", "mlflow_autoresearch.cli", "run", "airbench96", "--profile",
-             "tiny", "--specialists", "llm", "--model", "fake-model", "--base-url",
-             server.base_url, "--trials", "3", "--price", "1,2"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=900,
-            env={**os.environ, "AUTORESEARCH_WORKDIR": str(tmp_path / "work")})
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("autoresearch/airbench96")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+        client, runs, _ = cli_campaign("airbench96", tmp_path, "--specialists", "llm", "--model", "fake-model",
+                                    "--base-url", server.base_url, "--trials", "3", "--price", "1,2",
+                                    timeout=900)
     labels = [_check_trial_schema(client, run, "autoresearch/airbench96")[1] for run in runs]
     assert labels[3] is FailureLabel.PREFLIGHT_CRASH and labels[1] is not labels[3]
     for run in runs[1:]:

@@ -4,9 +4,6 @@ Loop tests run a copy whose horizon is a fifth of the shipped one (about 25 step
 `test_mlflow_run_of_the_project_logs_its_evaluation` runs the recipe as shipped.
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ from mlflow_autoresearch import tags
 from mlflow_autoresearch.loop import Settings, run_loop
 from mlflow_autoresearch.records import FailureLabel
 from mlflow_autoresearch.testing import ScriptedAgent, replace_in
-from support import ROOT, copy_env
+from support import ROOT, cli_campaign, copy_env, mlflow_run_project
 
 
 
@@ -55,15 +52,7 @@ def check_trial(client: MlflowClient, run, experiment: str) -> FailureLabel:
 
 def test_mlflow_run_of_the_project_logs_its_evaluation(tmp_path):
     """`mlflow run projects/nanochat_d12 -P profile=tiny`: the shipped baseline within budgets."""
-    result = subprocess.run(
-        [sys.executable, "-m", "mlflow", "run", str(ENV), "--env-manager", "local",
-         "-P", "profile=tiny"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "AUTORESEARCH_WORKDIR": str(tmp_path / "work"),
-             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run = client.search_runs(["0"])[0]
+    client, run = mlflow_run_project(ENV, tmp_path)
     m = run.data.metrics
     assert run.data.tags[tags.LABEL] == "ok", run.data.tags.get(tags.EXCERPT)
     assert m["score"] == pytest.approx(m["core"], abs=1e-5) and 0.03 < m["core"] < 1.0
@@ -111,15 +100,7 @@ def test_loop_labels_each_failure(tmp_path):
 def test_campaign_from_the_cli_records_well_formed_trials(tmp_path):
     """`autoresearch run <env> --trials 3` with the offline specialists' technique tables."""
     env_dir = short_env(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "mlflow_autoresearch.cli", "run", str(env_dir), "--profile",
-         "tiny", "--trials", "3"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "AUTORESEARCH_WORKDIR": str(tmp_path / "work")})
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("autoresearch/nanochat_d12")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    client, runs, _ = cli_campaign(env_dir, tmp_path, "--trials", "3")
     assert [int(r.data.tags[tags.TRIAL]) for r in runs] == [0, 1, 2, 3]
     labels = [check_trial(client, run, "autoresearch/nanochat_d12") for run in runs]
     assert labels[0] is FailureLabel.OK
