@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SCHEMA = 1
+SCHEMA = 1          # harness.json
+OUTCOME_SCHEMA = 2  # outcome.json: schema 2 added "gates"
 EXCERPT_CHARS = 2000
 
 # First match wins (evaluators/README.md, "Labels and precedence").
@@ -47,6 +48,7 @@ class Outcome:
     score: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     excerpt: str = ""
+    gates: tuple[str, ...] = ()  # the harness's gates this evaluator checked
 
     def __post_init__(self) -> None:
         if self.label not in PRECEDENCE or self.label in HARNESS_LABELS:
@@ -63,8 +65,9 @@ class Outcome:
             raise ValueError(f"excerpt is {len(self.excerpt)} characters, over {EXCERPT_CHARS}")
 
     def to_json(self) -> str:
-        return json.dumps({"schema": SCHEMA, "label": self.label, "score": self.score,
-                           "metrics": self.metrics, "excerpt": self.excerpt}, indent=1)
+        return json.dumps({"schema": OUTCOME_SCHEMA, "label": self.label, "score": self.score,
+                           "metrics": self.metrics, "gates": list(self.gates),
+                           "excerpt": self.excerpt}, indent=1)
 
 
 def first_label(labels: Iterable[str]) -> str:
@@ -278,14 +281,21 @@ def prepared_meta(data_dir: Path, profile: str, harness: Harness, files: Iterabl
     return meta
 
 
-def failed(failures: list[tuple[str, str]], metrics: dict[str, float]) -> Outcome | None:
+def failed(failures: list[tuple[str, str]], metrics: dict[str, float],
+           gates: tuple[str, ...] = ()) -> Outcome | None:
     """The outcome of a trial with failures: the label that comes first by precedence, with the
     excerpt of its first occurrence; None when there are none."""
     if not failures:
         return None
     label = first_label(label for label, _ in failures)
     excerpt = next(text for found, text in failures if found == label)
-    return Outcome(label, metrics=metrics, excerpt=clip(excerpt))
+    return Outcome(label, metrics=metrics, excerpt=clip(excerpt), gates=gates)
+
+
+def applied_gates(harness: Harness, known: Iterable[str]) -> tuple[str, ...]:
+    """The harness's gates this evaluator knows how to check. The harness stops a campaign whose
+    spec declares a gate not among them, instead of silently never applying it."""
+    return tuple(sorted(name for name in harness.gates if name in set(known)))
 
 
 def process_status(run: SeedRun | None, seed: int, budget: float | None, recipe: str) -> tuple[str, str]:

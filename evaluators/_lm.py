@@ -10,13 +10,16 @@ Harness-owned (outside every workspace), imports neither `mlflow` nor `mlflow_au
   previous token is a boundary. Summed over a stream, this is the UTF-8 length of the text the
   tokens decode to (after the tokenizer's normalization).
 - `bits_per_byte`: summed token losses in nats over summed target bytes.
-- `run_child`: the evaluator's own subprocess with a deadline, killed as a process group, for
-  work that imports a trial's model code (which must never run inside the evaluator itself);
-  `score_in_child` runs one seed's scoring that way and labels a hang or a crash.
+- `run_child`: the evaluator's own subprocess with a deadline, for work that imports a trial's
+  model code (which must never run inside the evaluator itself). It stays in the evaluator's
+  process group, which the harness kills on every exit path, and dies with the evaluator (a
+  parent-death signal); `score_in_child` runs one seed's scoring that way and labels a hang or
+  a crash.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import math
 import os
@@ -205,20 +208,28 @@ def score_in_child(argv: list[str], workspace: Path, recipe: str, timeout: float
 
 def run_child(argv: list[str], timeout: float, stdout: Path, stderr: Path,
               env: dict[str, str] | None = None) -> ChildResult:
-    """Run `argv` in its own process group; past `timeout` seconds kill the whole group."""
+    """Run `argv` in the evaluator's own process group; past `timeout` seconds, or if the
+    evaluator is interrupted, kill it."""
     stdout.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, **(env or {})})
+                                preexec_fn=die_with_parent, env={**os.environ, **(env or {})})
     try:
         code = proc.wait(timeout=max(0.0, timeout))
         timed_out = False
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        proc.kill()
         code = proc.wait()
         timed_out = True
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return ChildResult(code, timed_out, time.monotonic() - started)
+
+
+def die_with_parent() -> None:
+    """Between fork and exec: ask Linux to SIGKILL this process when its parent dies."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG

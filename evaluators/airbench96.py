@@ -27,6 +27,7 @@ from _common import (  # noqa: E402  (the path above makes this work from any cw
     HarnessError,
     Outcome,
     SeedRun,
+    applied_gates,
     build_once,
     clip,
     download,
@@ -39,6 +40,7 @@ from _common import (  # noqa: E402  (the path above makes this work from any cw
 )
 
 PROFILES = ("tiny", "real")
+GATES = ("accuracy",)  # the gates this evaluator checks
 RECIPE = "recipe/airbench96.py"
 PREDICTIONS = "test_predictions.npy"
 FORMAT = 1  # bump when the prepared files change, so cached data is rebuilt
@@ -198,15 +200,16 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
     if walls:
         metrics.update(train_seconds=float(np.mean(walls)), train_seconds_std=sample_std(walls))
 
+    gates = applied_gates(harness, GATES)
     if failures:
-        return failed(failures, metrics)
+        return failed(failures, metrics, gates)
     mean = metrics["accuracy"]
     if mean < gate:
         per_seed = ", ".join(f"{a:.4f}" for a in accuracies)
-        return Outcome("disqualified", metrics=metrics, excerpt=clip(
+        return Outcome("disqualified", metrics=metrics, gates=gates, excerpt=clip(
             f"gate accuracy >= {gate:g} missed: mean {mean:.4f} over {len(accuracies)} seeds "
             f"({per_seed})"))
-    return Outcome("ok", score=round(metrics["train_seconds"], 4), metrics=metrics)
+    return Outcome("ok", score=round(metrics["train_seconds"], 4), metrics=metrics, gates=gates)
 
 
 def sample_std(values: list[float]) -> float:

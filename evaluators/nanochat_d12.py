@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402  (the path above makes this work from any cwd)
     Outcome,
     SeedRun,
+    applied_gates,
     build_once,
     download,
     failed,
@@ -50,6 +51,7 @@ from _common import (  # noqa: E402  (the path above makes this work from any cw
 import _lm  # noqa: E402
 
 PROFILES = ("tiny", "real")
+GATES = ("depth",)  # the gates this evaluator checks
 RECIPE = "recipe/base_train.py"
 CHECKPOINT = "model.pt"
 FORMAT = 1  # bump when the prepared files change, so cached data is rebuilt
@@ -380,7 +382,9 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
     if cores:
         metrics.update(core=float(np.mean(cores)), val_bpb=float(np.mean(bpbs)))
         metrics.update({f"core_{k}": float(np.mean(v)) for k, v in per_task.items()})
-    return failed(failures, metrics) or Outcome("ok", score=round(metrics["core"], 6), metrics=metrics)
+    gates = applied_gates(harness, GATES)
+    return failed(failures, metrics, gates) or Outcome("ok", score=round(metrics["core"], 6),
+                                                       metrics=metrics, gates=gates)
 
 
 if __name__ == "__main__":

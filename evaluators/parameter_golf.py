@@ -36,6 +36,7 @@ from _common import (  # noqa: E402  (the path above makes this work from any cw
     HarnessError,
     Outcome,
     SeedRun,
+    applied_gates,
     build_once,
     download,
     failed,
@@ -49,6 +50,7 @@ from _common import (  # noqa: E402  (the path above makes this work from any cw
 import _lm  # noqa: E402
 
 PROFILES = ("tiny", "real")
+GATES = ()  # no quality gate: size, budgets and legality probes decide
 RECIPE = "recipe/train_gpt.py"
 ARTIFACT = "model.ptz"
 INFORMATIONAL = {"result.json"}
@@ -334,7 +336,9 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
         metrics["val_bpb"] = float(np.mean(bpbs))
         metrics["val_bpb_std"] = float(np.std(bpbs, ddof=1)) if len(bpbs) > 1 else 0.0
     metrics.update(n_val_tokens=float(len(tokens)), n_val_bytes=float(n_bytes.sum()))
-    return failed(failures, metrics) or Outcome("ok", score=round(metrics["val_bpb"], 6), metrics=metrics)
+    gates = applied_gates(harness, GATES)
+    return failed(failures, metrics, gates) or Outcome("ok", score=round(metrics["val_bpb"], 6),
+                                                       metrics=metrics, gates=gates)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import click
 
-from . import lineage, tracking
+from . import lineage
+from .agents.llm import ClientSettings
+from .campaign import Settings, evaluate_recipe, run_campaign
+from .environment import load_environment, shipped_environments
 from .errors import AutoresearchError
-from .llm import ClientSettings
-from .loop import Settings, evaluate_recipe, run_loop
+from .store import MlflowStore
 
 _URI = click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
                     help="MLflow tracking URI [default: sqlite:///mlflow.db in the working "
@@ -76,9 +78,11 @@ def main() -> None:
               help="Retries with backoff on 429, 5xx, timeouts and refused connections.")
 @click.option("--max-repairs", type=int, default=2, show_default=True,
               help="Times a failed edit goes back to the model within one turn.")
+@click.option("--take-over", is_flag=True, help="Take the campaign from a loop whose heartbeat "
+              "stopped (another machine's, or one that hung); never from a live one.")
 def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_minutes,
         grace_minutes, workdir, keep_run_dirs, specialists, model, base_url, api_key,
-        max_cost_usd, price, llm_timeout, llm_retries, max_repairs) -> None:
+        max_cost_usd, price, llm_timeout, llm_retries, max_repairs, take_over) -> None:
     """Run (or continue) a campaign on ENVIRONMENT: a name under projects/ or a folder path.
 
     Specialists are offline (technique tables, no API key) unless --model names an LLM.
@@ -101,8 +105,8 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
         n.strip() for n in specialists.split(",") if n.strip())
     settings = Settings(environment, profile, trials, tracking_uri, experiment, seed,
                         deadline_minutes, grace_minutes, workdir, keep_run_dirs, llm, names,
-                        max_repairs, max_cost_usd)
-    summary = _guard(lambda: run_loop(settings, echo=click.echo), tracking_uri)
+                        max_repairs, max_cost_usd, take_over)
+    summary = _guard(lambda: run_campaign(settings, echo=click.echo))
     click.echo(f"\nStopped: {summary.stop_reason}. This run: {len(summary.trials)} trial(s), "
                + ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items())) + ".")
     if summary.harness_seconds:
@@ -123,15 +127,15 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
 @_URI
 @click.option("--run-id", envvar="MLFLOW_RUN_ID", default=None,
               help="Record into this run (set by `mlflow run`) [default: a new run].")
-@click.option("--experiment", default=None, help="Experiment for a new run "
-              "[default: autoresearch/<environment>].")
+@click.option("--experiment", default=None, help="Experiment for a new run, never a campaign's "
+              "[default: autoresearch/<environment>/evaluations].")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path(".autoresearch"),
               envvar="AUTORESEARCH_WORKDIR", show_default=True,
               help="Data cache and per-trial scratch directories.")
 def evaluate(environment, profile, tracking_uri, run_id, experiment, workdir) -> None:
     """Measure ENVIRONMENT's recipe as it is on disk, scored by its evaluator, as one trial."""
     settings = Settings(environment, profile, 0, tracking_uri, experiment, workdir=workdir)
-    trial = _guard(lambda: evaluate_recipe(settings, run_id, echo=click.echo), tracking_uri)
+    trial = _guard(lambda: evaluate_recipe(settings, run_id, echo=click.echo))
     if trial.verdict != "ok":
         sys.exit(1)
 
@@ -142,21 +146,22 @@ def evaluate(environment, profile, tracking_uri, run_id, experiment, workdir) ->
 def status(tracking_uri, experiment) -> None:
     """Campaigns in the store: trials, labels and best score."""
     def show():
-        client = tracking.connect(tracking_uri)
-        campaigns = tracking.search_campaigns(client, experiment)
+        store = MlflowStore(tracking_uri, must_exist=True)
+        campaigns = store.campaigns(experiment)
         if not campaigns:
-            click.echo("No campaigns yet: start one with `autoresearch run airbench96`.")
+            click.echo(f"There is no campaign {experiment!r} in {store.uri}." if experiment else
+                       "No campaigns yet: start one with `autoresearch run airbench96`.")
+            if experiment:
+                sys.exit(1)
         for exp_id, name in campaigns:
-            trials = tracking.search_campaign_trials(client, exp_id)
+            trials = store.trials(exp_id)
             labels = Counter(t.verdict for t in trials)
-            kept = [t for t in trials if t.is_kept]
             click.echo(f"{name} (experiment {exp_id}): {len(trials)} trial(s); "
                        + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
-            if kept:
-                best = tracking.search_leaderboard(client, exp_id, tracking.campaign_direction(
-                    client, exp_id), 1)[0]
+            best = store.best(exp_id, store.direction(exp_id))
+            if best is not None:
                 click.echo("  best " + lineage.trial_line(best, 90))
-    _guard(show, tracking_uri)
+    _guard(show)
 
 
 @main.command("lineage")
@@ -165,27 +170,32 @@ def status(tracking_uri, experiment) -> None:
 def lineage_cmd(run_id, tracking_uri) -> None:
     """The chain from the baseline to RUN_ID, then RUN_ID's children."""
     def show():
-        client = tracking.connect(tracking_uri)
-        chain = tracking.search_ancestors(client, run_id)
+        store = MlflowStore(tracking_uri, must_exist=True)
+        chain = store.ancestors(run_id)
         for depth, trial in enumerate(chain):
             click.echo("  " * depth + lineage.trial_line(trial, 90))
-        experiment_id = tracking.run_experiment(client, run_id)
-        for child in reversed(tracking.search_children(client, experiment_id, run_id)):
+        for child in reversed(store.children(store.campaign_of(run_id), run_id)):
             click.echo("  " * len(chain) + "└ " + lineage.trial_line(child, 90))
-    _guard(show, tracking_uri)
+    _guard(show)
 
 
-def _guard(action, tracking_uri):
+@main.command()
+def envs() -> None:
+    """The environments that ship with the package (use one by name, or any folder by path)."""
+    def show():
+        for name in shipped_environments():
+            env = load_environment(name)
+            click.echo(f"{name:<16} {env.direction.value} {env.score_metric}; profiles: "
+                       f"{', '.join(env.profiles)}; {env.root}")
+    _guard(show)
+
+
+def _guard(action):
     """Run `action`, turning expected failures into one-line errors (exit 1)."""
     try:
         return action()
     except AutoresearchError as exc:
         raise click.ClickException(str(exc)) from None
-    except tracking.TrackingError as exc:
-        where = tracking_uri or "the default store"
-        first = str(exc).strip().splitlines()[0][:300]
-        raise click.ClickException(f"MLflow at {where} failed: {first}. Check --tracking-uri "
-                                   f"and that the server is running.") from None
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; the running trial was recorded as "
                                    "harness_abort. Run the same command again to continue.")

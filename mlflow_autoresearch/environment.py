@@ -21,6 +21,9 @@ from .errors import EnvironmentSpecError
 from .records import Direction
 
 SPEC_FILE = "autoresearch.yaml"
+# The shipped environments: a link to the repository's projects/ in a checkout, a copy in a wheel.
+SHIPPED = Path(__file__).resolve().parent / "shipped" / "projects"
+DEFAULT_PROFILE = "default"  # the one profile of a spec that declares no `profiles`
 # Parameters the harness passes to the entry point itself; the MLproject must declare them.
 HARNESS_PARAMETERS = ("seed", "data_dir", "out_dir")
 _TOP_KEYS = {
@@ -64,6 +67,7 @@ class Environment:
     specialists: tuple[Specialist, ...] = ()
     description: str = ""
     python_path: tuple[Path, ...] = ()
+    profiles: tuple[str, ...] = ()   # every profile the spec defines
 
     def child_env(self) -> dict[str, str]:
         """Variables for the recipe's and the evaluator's processes: `python_path` put ahead of
@@ -86,18 +90,20 @@ class Environment:
         raise EnvironmentSpecError(f"{self.name} has no specialist {name!r}; its roster: {known}")
 
 
-def resolve_environment_dir(ref: str, search_roots: tuple[Path, ...] = ()) -> Path:
-    """Find an environment folder from a name under `projects/` or a path anywhere on disk."""
-    candidates = [Path(ref)]
-    roots = (*search_roots, Path.cwd(), Path(__file__).resolve().parent.parent)
-    candidates += [root / "projects" / ref for root in roots]
-    for path in candidates:
+def resolve_environment_dir(ref: str) -> Path:
+    """Find an environment folder: a path anywhere on disk, `projects/<ref>` under the working
+    directory, or one of the environments shipped with the package (installed or a checkout)."""
+    for path in (Path(ref), Path.cwd() / "projects" / ref, SHIPPED / ref):
         if (path / SPEC_FILE).is_file():
             return path.resolve()
     raise EnvironmentSpecError(
-        f"no environment {ref!r}: expected {ref}/{SPEC_FILE} or projects/{ref}/{SPEC_FILE} "
-        f"(run from the repository root, or pass the environment folder's path)"
-    )
+        f"no environment {ref!r}: expected {ref}/{SPEC_FILE} or projects/{ref}/{SPEC_FILE}; "
+        f"the shipped ones are {', '.join(shipped_environments())} (`autoresearch envs`)")
+
+
+def shipped_environments() -> list[str]:
+    """Names of the environments that come with the package."""
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / SPEC_FILE).is_file())
 
 
 def load_environment(ref: str, profile: str | None = None) -> Environment:
@@ -105,7 +111,8 @@ def load_environment(ref: str, profile: str | None = None) -> Environment:
 
     Args:
         ref: an environment name under `projects/`, or a path to an environment folder.
-        profile: a profile named in the spec; None means its `default_profile` (else `tiny`).
+        profile: a profile named in the spec; None means its `default_profile` (else `tiny`; a
+            spec without `profiles` runs as its `default_profile`, else `default`).
 
     Raises:
         EnvironmentSpecError: listing every problem found, each with the fix.
@@ -134,15 +141,8 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
     for key in ("name", "entry_point", "editable", "evaluator", "score", "seeds", "budgets"):
         if key not in raw:
             problems.append(f"missing required key '{key}'")
-    profiles = raw.get("profiles") or {}
-    profile = profile or raw.get("default_profile") or "tiny"
-    merged = dict(raw)
-    if not isinstance(profiles, dict):
-        problems.append("'profiles' must map profile names to overrides")
-    elif profile not in profiles:
-        problems.append(f"profile {profile!r} is not defined; defined: {sorted(profiles)}")
-    else:
-        merged = _apply_profile(raw, profiles[profile] or {}, profile, problems)
+    merged = _select_profile(raw, profile, problems)
+    profile = merged.pop("_profile")
 
     editable = _str_list(merged.get("editable", []), "editable", problems)
     protected = _str_list(merged.get("protected", []), "protected", problems)
@@ -213,7 +213,32 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
         specialists=specialists,
         description=str(merged.get("description", "")).strip(),
         python_path=python_path,
+        profiles=tuple(raw["profiles"]) if isinstance(raw.get("profiles"), dict) else (profile,),
     )
+
+
+def _select_profile(raw: dict, profile: str | None, problems: list[str]) -> dict:
+    """The spec with `profile`'s overrides merged in, its name under `_profile`.
+
+    A spec without `profiles` has one implicit profile, named by `default_profile` (else
+    `default`), that uses the top-level values as they are.
+    """
+    profiles = raw.get("profiles")
+    if profiles is None:
+        name = raw.get("default_profile") or DEFAULT_PROFILE
+        if profile not in (None, name):
+            problems.append(f"profile {profile!r} is not defined: this spec has no `profiles`, so "
+                            f"it runs as {name!r}; to add one, write `profiles: {{{profile}: {{}}}}`")
+        return {**raw, "_profile": name}
+    name = profile or raw.get("default_profile") or "tiny"
+    if not isinstance(profiles, dict):
+        problems.append("'profiles' must map profile names to overrides, e.g. `profiles: {tiny: {}}`")
+    elif name not in profiles:
+        problems.append(f"profile {name!r} is not defined; defined: {sorted(profiles)} "
+                        f"(add `{name}: {{}}` under `profiles` to define it)")
+    else:
+        return {**_apply_profile(raw, profiles[name] or {}, name, problems), "_profile": name}
+    return {**raw, "_profile": name}
 
 
 def _apply_profile(raw: dict, overrides: Any, profile: str, problems: list[str]) -> dict:

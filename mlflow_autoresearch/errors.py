@@ -14,4 +14,12 @@ class ProposalError(AutoresearchError):
 
 
 class HarnessError(AutoresearchError):
-    """The harness itself failed (tracking store unreachable, evaluator broken k times in a row)."""
+    """The harness itself failed (evaluator broken k times in a row, evaluator and spec disagree)."""
+
+
+class StoreError(AutoresearchError):
+    """The tracking store is unreachable, missing, or refused a write; nothing was half-recorded."""
+
+
+class LeaseError(AutoresearchError):
+    """Another loop holds the campaign, or took it over from this one."""

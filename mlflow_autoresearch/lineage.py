@@ -1,7 +1,7 @@
 """The lineage view every specialist receives, and its text rendering: pure functions over Trials.
 
-`tracking.py` fills a `LineageView` from bounded MLflow queries; this module only shapes and
-renders it, with the size caps of the reference system (paper section 3): leaderboard <= 4 KB,
+The store fills a `LineageView` from bounded MLflow queries; this module only shapes and
+renders it (and a trial as one line), with the reference system's size caps: leaderboard <= 4 KB,
 knowledge (best chain, the best's children, recent activity) <= 8 KB, last 10 trials with notes.
 `harness_abort` trials never appear: an infrastructure fault does not count as an idea tried.
 """
@@ -137,3 +137,12 @@ def _cap(text: str, limit: int) -> str:
         return text
     marker = "\n[... truncated to fit the context budget]"
     return data[: limit - len(marker)].decode(errors="ignore") + marker
+
+
+def progress_line(trial: Trial, best: Trial | None) -> str:
+    """`t0003 opt        ok                    4.1200 keep     best 4.1200  hypothesis`"""
+    score = f"{trial.score:.4f}" if trial.score is not None else "-"
+    decision = trial.decision.value if trial.decision else ""
+    best_s = f"{best.score:.4f}" if best and best.score is not None else "-"
+    return (f"t{trial.number:04d} {trial.specialist:<9} {trial.verdict:<21} {score:>9} "
+            f"{decision:<8} best {best_s:>9}  {clip(trial.hypothesis, 70)}")

@@ -1,7 +1,8 @@
 """The vocabulary every module passes around: labels, decisions, proposals, outcomes, trials.
 
 Frozen dataclasses and enums with their invariants checked at construction. No I/O: building a
-`Trial` from an MLflow run is `tracking.py`'s job, deciding a label is the evaluator's.
+`Trial` from an MLflow run is the store's job, deciding a label is the evaluator's, producing a
+`TrialResult` is execution's.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Proposal:
     tags: dict[str, str] = field(default_factory=dict)         # e.g. the model name
     artifacts: dict[str, str] = field(default_factory=dict)    # name -> text, e.g. the prompt
     rejected: str = ""  # why the specialist's own edit never applied: preflight records this
+    retry_of: str | None = None  # the harness_abort trial whose proposal this re-runs
 
     def __post_init__(self) -> None:
         if not self.specialist.strip():
@@ -103,6 +105,7 @@ class Outcome:
     metrics: dict[str, float] = field(default_factory=dict)
     excerpt: str = ""
     seconds: float = 0.0
+    gates: tuple[str, ...] = ()  # the environment's gates the evaluator says it checked
 
     def __post_init__(self) -> None:
         if self.label is FailureLabel.OK:
@@ -138,6 +141,7 @@ class Trial:
     excerpt: str = ""
     diff_sha: str = ""
     start_time: int = 0
+    retry_of: str | None = None  # the harness_abort trial whose proposal this one re-ran
 
     @property
     def verdict(self) -> str:
@@ -147,3 +151,30 @@ class Trial:
     @property
     def is_kept(self) -> bool:
         return self.decision in (Decision.BASELINE, Decision.KEEP)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One proposal after execution: the outcome and everything the harness measured around it.
+
+    Built by `execution.run_trial`, recorded whole by the store. `error` is set when the harness
+    itself failed or was interrupted (the outcome is then `harness_abort`): the loop records the
+    trial first and re-raises it after.
+    """
+
+    outcome: Outcome
+    recipe: dict[str, str]    # the editable surface as it ran (the parent's if the edit never applied)
+    logs: dict[str, str]      # name -> text: each seed's output, the evaluator's, preflight's
+    diff_lines: int
+    trial_seconds: float      # the whole trial, harness included
+    recipe_seconds: float     # inside the seeds' processes
+    error: BaseException | None = None
+
+    @property
+    def harness_seconds(self) -> float:
+        return max(0.0, self.trial_seconds - self.recipe_seconds)
+
+    @property
+    def killed(self) -> bool:
+        """The user interrupted the trial (Ctrl-C, SIGTERM), rather than the harness failing."""
+        return isinstance(self.error, KeyboardInterrupt)

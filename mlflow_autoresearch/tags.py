@@ -1,50 +1,68 @@
 """Every MLflow tag, metric and artifact key this project writes, defined once.
 
-Users' filter strings and benchmarks depend on these exact names (issue 2's trial contract);
-change one only with a schema bump and a patch in `tracking.trial_from_run`.
+Users' filter strings and benchmarks depend on these exact names (the README's trial contract);
+change one only with a schema bump and a patch in `store._records.trial_from_run`.
 """
 
-SCHEMA = "1"
+# Schema 2: proposals' own tags and metrics moved under AGENT_TAG_PREFIX / AGENT_METRIC_PREFIX,
+# the `trial` metric, the campaign lease, retries, and the verdict written in one final batch.
+SCHEMA = "2"
 
-# Tags, set by the loop through tracking.py.
 PREFIX = "autoresearch."
+
+# Experiment tags.
+KIND = "autoresearch.kind"            # CAMPAIGN or EVALUATIONS
+CAMPAIGN_KIND = "campaign"
+EVALUATIONS_KIND = "evaluations"      # `autoresearch evaluate`: never a campaign's trials
+DIRECTION = "autoresearch.direction"  # minimize or maximize
+LEASE_HOLDER = "autoresearch.lease.holder"        # "token=<hex> host=<name> pid=<n>"
+LEASE_HEARTBEAT = "autoresearch.lease.heartbeat"  # unix seconds of the holder's last beat
+
+# Trial tags, set by the store at the start of a trial (with the proposal) or at its end.
 SCHEMA_VERSION = "autoresearch.schema"
 ENVIRONMENT = "autoresearch.environment"
 CAMPAIGN = "autoresearch.campaign"
 PROFILE = "autoresearch.profile"
-DIRECTION = "autoresearch.direction"  # experiment tag: minimize or maximize
 TRIAL = "autoresearch.trial"
 SPECIALIST = "autoresearch.specialist"
 HYPOTHESIS = "autoresearch.hypothesis"
 EXPECTED_DELTA = "autoresearch.expected_delta"
 NOTES = "autoresearch.notes"
-LABEL = "autoresearch.label"
-DECISION = "autoresearch.decision"
 PARENT = "autoresearch.lineage.parent"
 LINEAGE_PATH = "autoresearch.lineage.path"
 DIFF_SHA = "autoresearch.diff.sha256"
+LEASE_TOKEN = "autoresearch.lease.token"  # the token of the loop that opened the trial
+RETRY_OF = "autoresearch.retry_of"  # the harness_abort trial whose proposal this one re-runs
+PID = "autoresearch.pid"            # the process group running now, "<pgid>@<start ticks>"
+# Written only in the final batch: a run holding LABEL is a recorded trial result.
+LABEL = "autoresearch.label"
+DECISION = "autoresearch.decision"
 EXCERPT = "autoresearch.excerpt"
-PID = "autoresearch.pid"
+# A proposal's own tags and metrics live under these, so they can never override the harness's
+# or the evaluator's (an LLM specialist's model is `autoresearch.agent.model`).
+AGENT_TAG_PREFIX = "autoresearch.agent."
+AGENT_METRIC_PREFIX = "agent."
 # MLflow's own keys we set on purpose: the UI's run tree becomes the lineage tree.
 MLFLOW_PARENT = "mlflow.parentRunId"
 MLFLOW_NOTE = "mlflow.note.content"
+MLFLOW_RUN_NAME = "mlflow.runName"
+MLFLOW_ENTRY_POINT = "mlflow.project.entryPoint"  # the entry point each seed runs
 
 # Metrics.
+TRIAL_NUMBER = "trial"  # the trial number again, as a number: numbering reads max(trial)
 SCORE = "score"
 FAILURE_CODE = "failure_code"
 DELTA_VS_BEST = "delta_vs_best"
 DIFF_LINES = "diff_lines"
 HARNESS_SECONDS = "harness_seconds"
 TRIAL_SECONDS = "trial_seconds"
-# LLM specialists' usage, per trial (a proposal's metrics).
+# LLM specialists' usage, per trial (a proposal's metrics, logged under AGENT_METRIC_PREFIX).
 LLM_INPUT_TOKENS = "llm_input_tokens"
 LLM_OUTPUT_TOKENS = "llm_output_tokens"
 LLM_CACHED_INPUT_TOKENS = "llm_cached_input_tokens"
 LLM_COST_USD = "llm_cost_usd"
 LLM_ATTEMPTS = "llm_attempts"
 LLM_SECONDS = "llm_seconds"
-# Keys only the harness may write; a recipe that writes one is caught (tracking.find_tampering).
-HARNESS_METRICS = (SCORE, FAILURE_CODE, DELTA_VS_BEST)
 
 # Artifacts, relative to the run's artifact root.
 ARTIFACT_DIR = "trial"
@@ -55,5 +73,5 @@ EVALUATION = "trial/evaluation.json"
 LOGS_DIR = "trial/logs"
 CONTEXT = "trial/context.md"
 
-# Lineage paths hold ~240 run ids before MLflow's 8,000-char tag cap; keep the newest.
+# MLflow's cap on a tag value; lineage paths keep their newest ~240 run ids under it.
 MAX_TAG_CHARS = 8000

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from support import ASSETS, copy_env
+from support import ASSETS, copy_env, mlflow_server
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +28,10 @@ def store(tmp_path) -> str:
 def toy_env(tmp_path) -> Path:
     """A private copy of the toy environment (least squares, well under a second per trial)."""
     return copy_env(ASSETS / "toy_project", tmp_path / "envs", ASSETS / "evaluators")
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real `mlflow server` on loopback for one test."""
+    with mlflow_server(tmp_path) as url:
+        yield url

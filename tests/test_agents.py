@@ -2,13 +2,14 @@
 
 import pytest
 
-from mlflow_autoresearch.agents import (AgentContext, OfflineAgent, Technique, apply_technique,
-                                        load_techniques, offline_roster)
+from mlflow_autoresearch.agents import AgentContext, OfflineAgent, offline_roster
+from mlflow_autoresearch.agents.techniques import Technique, apply_technique, load_techniques
+from mlflow_autoresearch.diffs import diff_sha
 from mlflow_autoresearch.environment import load_environment
 from mlflow_autoresearch.errors import ProposalError
 from mlflow_autoresearch.lineage import LineageView
 from mlflow_autoresearch.records import Decision, FailureLabel, Trial
-from mlflow_autoresearch.workspace import diff_sha, read_editable
+from mlflow_autoresearch.execution.workspace import read_editable
 
 SRC = 'EPOCHS = {"tiny": 8, "real": 45}  # epochs\nLR = 9.0  # peak lr\nTTA = True\n'
 
@@ -45,23 +46,28 @@ def test_offline_agent_edits_the_parent_and_skips_edits_tried_on_it(env):
     view = LineageView(base, (base,), (base,), (), (), ())
     recipes = {"r0": read_editable(env, env.root)}
     agent = offline_roster(env, seed=0)["sched"]
-    first = agent.propose(_ctx(env, view, recipes))
+    first = agent.ask(_ctx(env, view, recipes))
     assert first.parent_id == "r0" and "STEPS" in first.diff
     tried = trial(1, "r1", parent="r0", sha=diff_sha(first.diff))
-    second = agent.propose(_ctx(env, view, recipes, [tried]))
+    second = agent.ask(_ctx(env, view, recipes, [tried]))
     assert diff_sha(second.diff) != diff_sha(first.diff)
     both = [tried, trial(2, "r2", parent="r0", sha=diff_sha(second.diff))]
     with pytest.raises(ProposalError, match="tried every technique"):
-        agent.propose(_ctx(env, view, recipes, both))
+        agent.ask(_ctx(env, view, recipes, both))
 
 
-def test_offline_agent_is_deterministic_per_seed(env):
+def test_offline_agent_is_deterministic_per_seed_and_seeds_differ(env):
     base = trial(0, "r0", decision=Decision.BASELINE, spec="baseline")
     view = LineageView(base, (base,), (base,), (), (), ())
     recipes = {"r0": read_editable(env, env.root)}
-    runs = [OfflineAgent("opt", load_techniques(env)["opt"], seed=s).propose(
-        _ctx(env, view, recipes, spec="opt")).diff for s in (7, 7)]
-    assert runs[0] == runs[1]
+    techniques = [Technique(f"t{i}", {"STEPS": f"+{i}"}, f"{i} more steps", -0.01)
+                  for i in range(1, 9)]
+
+    def first_choice(seed):
+        return OfflineAgent("opt", techniques, seed=seed).ask(_ctx(env, view, recipes, spec="opt")).diff
+
+    assert first_choice(7) == first_choice(7)
+    assert len({first_choice(seed) for seed in range(6)}) > 1  # the seed changes the draw
 
 
 @pytest.mark.parametrize("label, effect", [("train_budget_overrun", "cost"),
@@ -74,7 +80,7 @@ def test_offline_agent_compensates_its_last_failure(env, label, effect):
     failed_recipe = {k: v.replace("LR = 0.1", "LR = 0.3") for k, v in recipe.items()}
     techniques = [Technique("cheap", {"STEPS": "-20"}, "Fewer steps", 0.1, "down", "down"),
                   Technique("better", {"STEPS": "*2"}, "More steps", -0.1, "up", "up")]
-    proposal = OfflineAgent("sched", techniques).propose(
+    proposal = OfflineAgent("sched", techniques).ask(
         _ctx(env, view, {"r0": recipe, "r1": failed_recipe}))
     assert proposal.parent_id == "r0"
     assert "LR = 0.3" in proposal.diff  # the failed edit is kept ...

@@ -1,59 +1,36 @@
 """Airbench96 end to end on the tiny profile: the real recipe, evaluator, loop, store and CLI."""
 
-import json
 from pathlib import Path
 
 from mlflow import MlflowClient
 
 from mlflow_autoresearch import tags
-from mlflow_autoresearch.loop import Settings, run_loop
+from mlflow_autoresearch.campaign import Settings, run_campaign
 from mlflow_autoresearch.records import FailureLabel
-from mlflow_autoresearch.testing import ScriptedAgent, replace_in
+from mlflow_autoresearch.store import MlflowStore
+from mlflow_autoresearch.testing import ScriptedAgent, check_trial_contract, replace_in
 
 from support import ROOT, cli_campaign, copy_env, mlflow_run_project
 
 RECIPE = "recipe/airbench96.py"
-LABELS = {label.tag for label in FailureLabel}
 
 
-def _check_trial_schema(client, run, experiment):
-    """The trial contract of the README, on one run."""
-    t, m = run.data.tags, run.data.metrics
-    number = int(t[tags.TRIAL])
-    assert run.info.run_name == f"t{number:04d}-{t[tags.SPECIALIST]}"
-    assert t[tags.ENVIRONMENT] == "airbench96" and t[tags.CAMPAIGN] == experiment
-    assert t[tags.HYPOTHESIS] and t[tags.LABEL] in LABELS
-    label = FailureLabel.from_tag(t[tags.LABEL])
-    assert m[tags.FAILURE_CODE] == float(label)
-    assert (tags.SCORE in m) == (label is FailureLabel.OK)
-    assert (tags.DECISION in t) == (label is FailureLabel.OK)
-    if label is FailureLabel.OK:
-        assert t[tags.DECISION] in {"baseline", "keep", "discard"}
-    if t[tags.SPECIALIST] == "baseline":
-        assert tags.PARENT not in t and tags.MLFLOW_PARENT not in t
-    else:
-        assert t[tags.PARENT] == t[tags.MLFLOW_PARENT]
-        assert t[tags.LINEAGE_PATH].endswith(f"/{t[tags.PARENT]}/")
-    assert "Trial" in t[tags.MLFLOW_NOTE]
-    assert run.info.status == ("FAILED" if label is FailureLabel.HARNESS_ABORT else "FINISHED")
-    top = {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
-    assert {"trial/patch.diff", "trial/patch.diff.txt", "trial/context.md",
-            "trial/evaluation.json"} <= top
-    assert {"diff_lines", "harness_seconds", "trial_seconds"} <= set(m)
-    if label is not FailureLabel.PREFLIGHT_CRASH:  # something ran: its recipe and output
-        assert {"trial/recipe", "trial/logs"} <= top and "n_seeds" in m
+def _check_trial(client, run, experiment):
+    """The trial contract (shipped in the package), plus what Airbench96's evaluator measures."""
+    label = check_trial_contract(MlflowStore(client.tracking_uri), run.info.run_id, "airbench96",
+                                 experiment)
+    m = client.get_run(run.info.run_id).data.metrics
+    if label not in (FailureLabel.PREFLIGHT_CRASH, FailureLabel.HARNESS_ABORT):
+        assert "n_seeds" in m
     if label in (FailureLabel.OK, FailureLabel.DISQUALIFIED):
         assert {"train_seconds", "accuracy"} <= set(m)
-    evaluation = json.loads(Path(client.download_artifacts(
-        run.info.run_id, "trial/evaluation.json")).read_text())
-    assert evaluation["label"] == label.tag and evaluation["failure_code"] == int(label)
-    return number, label
+    return int(run.data.tags[tags.TRIAL]), label
 
 
 def test_campaign_from_the_cli_records_well_formed_trials(tmp_path):
     client, runs, stdout = cli_campaign("airbench96", tmp_path, "--trials", "6", timeout=900)
     assert len([line for line in stdout.splitlines() if line.startswith("t00")]) == 7
-    seen = [_check_trial_schema(client, run, "autoresearch/airbench96") for run in runs]
+    seen = [_check_trial(client, run, "autoresearch/airbench96") for run in runs]
     assert [n for n, _ in seen] == list(range(7))
     assert seen[0][1] is FailureLabel.OK  # the measured baseline passes its own gate
     specialists = {r.data.tags[tags.SPECIALIST] for r in runs[1:]}
@@ -80,7 +57,7 @@ def test_each_label_airbench_can_produce(tmp_path):
     settings = Settings(str(env_dir), "tiny", trials=len(script),
                         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                         workdir=tmp_path / "work")
-    summary = run_loop(settings, {"opt": ScriptedAgent("opt", script)}, echo=lambda line: None)
+    summary = run_campaign(settings, {"opt": ScriptedAgent("opt", script)}, echo=lambda line: None)
     got = {t.hypothesis: t for t in summary.trials}
     assert summary.trials[0].label is FailureLabel.OK
     assert got["crash"].label is FailureLabel.CRASH
@@ -94,7 +71,7 @@ def test_each_label_airbench_can_produce(tmp_path):
     assert evaluator.read_text() == before
     client = MlflowClient(settings.tracking_uri)
     for trial in summary.trials:
-        _check_trial_schema(client, client.get_run(trial.run_id), summary.campaign)
+        _check_trial(client, client.get_run(trial.run_id), summary.campaign)
 
 
 def test_mlflow_run_of_the_project_logs_its_evaluation(tmp_path):
@@ -125,12 +102,12 @@ def test_llm_specialists_from_the_cli_against_a_loopback_endpoint(tmp_path):
         client, runs, _ = cli_campaign("airbench96", tmp_path, "--specialists", "llm", "--model", "fake-model",
                                     "--base-url", server.base_url, "--trials", "3", "--price", "1,2",
                                     timeout=900)
-    labels = [_check_trial_schema(client, run, "autoresearch/airbench96")[1] for run in runs]
+    labels = [_check_trial(client, run, "autoresearch/airbench96")[1] for run in runs]
     assert labels[3] is FailureLabel.PREFLIGHT_CRASH and labels[1] is not labels[3]
     for run in runs[1:]:
         m = run.data.metrics
-        assert m["llm_input_tokens"] > 0 and m["llm_output_tokens"] > 0 and m["llm_cost_usd"] > 0
-        assert run.data.tags["autoresearch.model"] == "fake-model"
+        assert m["agent.llm_input_tokens"] > 0 and m["agent.llm_output_tokens"] > 0 and m["agent.llm_cost_usd"] > 0
+        assert run.data.tags["autoresearch.agent.model"] == "fake-model"
         names = {a.path for a in client.list_artifacts(run.info.run_id, "trial/llm")}
         assert "trial/llm/prompt.md" in names and "trial/llm/response.md" in names
     raw = Path(client.download_artifacts(runs[3].info.run_id, "trial/llm/response-3.md"))

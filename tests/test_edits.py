@@ -1,8 +1,10 @@
 """Parsing model answers and applying their edits in memory: each format, each refusal message."""
 
+import json
+
 import pytest
 
-from mlflow_autoresearch.edits import (WHOLE_FILE_MAX_LINES, EditError, apply_answer,
+from mlflow_autoresearch.agents.llm.edits import (WHOLE_FILE_MAX_LINES, EditError, apply_answer,
                                        parse_answer, resolve_path)
 
 RECIPE = "recipe/toy.py"
@@ -23,6 +25,16 @@ FILES = {RECIPE: SRC, "recipe/other.py": "X = 1\n"}
 
 def sr(path, search, replace):
     return f"{path}\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n"
+
+
+DIFF = ("--- a/recipe/toy.py\n+++ b/recipe/toy.py\n@@ -4 +4 @@\n-LR = 0.1  # step size\n"
+        "+LR = 0.2  # step size\n")
+STALE_DIFF = "```diff\n--- a/recipe/toy.py\n+++ b/recipe/toy.py\n@@ -1 +1 @@\n-nope\n+yes\n```\n"
+
+
+def as_json(**values):
+    return json.dumps({"hypothesis": "Bigger steps.", "expected_delta": -0.01, "parent": "t0000",
+                       **values}, indent=2)
 
 
 def test_fields_in_the_forms_models_write():
@@ -145,3 +157,74 @@ def test_paths_resolve_from_what_models_write():
     assert resolve_path("Here is the change:", FILES) is None
     with pytest.raises(EditError, match="not an editable file"):
         resolve_path("MLproject.yaml", FILES)
+
+
+def test_json_answer_fields_are_read_whatever_the_keys_case():
+    answer = parse_answer(json.dumps({"Hypothesis": "Bigger steps.", "expectedDelta": "-0.02",
+                                      "PARENT": "t0003", "Notes": "t0002 was close."}))
+    assert (answer.hypothesis, answer.expected_delta, answer.parent, answer.notes) == \
+        ("Bigger steps.", -0.02, "t0003", "t0002 was close.")
+
+
+def test_json_answer_with_a_diff_applies():
+    applied = apply_answer(as_json(diff=DIFF), FILES)
+    assert applied.format == "unified diff"
+    assert applied.files[RECIPE] == SRC.replace("LR = 0.1", "LR = 0.2")
+
+
+def test_json_answer_in_a_json_fence_applies():
+    answer = f"My proposal:\n```json\n{as_json(patch=DIFF)}\n```\nThat is all.\n"
+    assert apply_answer(answer, FILES).files[RECIPE] == SRC.replace("LR = 0.1", "LR = 0.2")
+    assert parse_answer(answer).hypothesis == "Bigger steps."
+
+
+def test_json_answer_with_search_replace_blocks_in_edit():
+    edit = sr(RECIPE, "STEPS = 60  # gradient steps", "STEPS = 90  # gradient steps")
+    applied = apply_answer(as_json(edit=edit), FILES)
+    assert applied.format == "search/replace" and "STEPS = 90" in applied.files[RECIPE]
+
+
+def test_a_json_diff_that_is_not_a_string_is_named_in_the_error():
+    with pytest.raises(EditError, match=r"ignored: the ```json block's \"diff\" is not a string"):
+        apply_answer(f"```json\n{as_json(diff=DIFF.splitlines())}\n```\n", FILES)
+
+
+def test_json_that_is_no_answer_object_is_left_to_the_text_formats():
+    answer = "```json\n[1, 2]\n```\n" + sr(RECIPE, "LR = 0.1  # step size", "LR = 0.3  # step size")
+    assert apply_answer(answer, FILES).format == "search/replace"
+
+
+def test_a_dict_literal_in_an_edit_is_no_json_answer():
+    files = {RECIPE: SRC + 'CONFIG = {"notes": 1}\n'}
+    answer = sr(RECIPE, 'CONFIG = {"notes": 1}', 'CONFIG = {"notes": 2}')
+    assert apply_answer(answer, files).files[RECIPE].endswith('CONFIG = {"notes": 2}\n')
+
+
+def test_a_diff_that_does_not_apply_beside_search_replace_that_does_is_named():
+    answer = sr(RECIPE, "LR = 0.1  # step size", "LR = 0.3  # step size") + STALE_DIFF
+    assert apply_answer(answer, FILES).ignored == (
+        "ignored: hunk 1 of the diff for recipe/toy.py: the lines to replace are not in the file.",)
+
+
+def test_a_second_edit_that_applies_is_named_as_not_used():
+    answer = sr(RECIPE, "LR = 0.1  # step size", "LR = 0.3  # step size") + f"```diff\n{DIFF}```\n"
+    assert apply_answer(answer, FILES).ignored == (
+        "ignored: the unified diff: not used, the search/replace edit came first "
+        "(one edit per answer)",)
+
+
+def test_a_block_for_a_long_file_is_named_as_no_whole_file_rewrite():
+    big = {RECIPE: "".join(f"X{i} = {i}\n" for i in range(WHOLE_FILE_MAX_LINES + 1))}
+    answer = f"```python\nprint(1)\n```\n```python recipe/toy.py\n{big[RECIPE]}```\n"
+    with pytest.raises(EditError, match=(
+            r"\nignored: the second ```python block: not a whole-file rewrite \(recipe/toy.py has "
+            rf"{WHOLE_FILE_MAX_LINES + 1} lines; whole-file answers are only read for files of at "
+            rf"most {WHOLE_FILE_MAX_LINES} lines\)")):
+        apply_answer(answer, big)
+
+
+def test_a_non_numeric_expected_delta_is_named():
+    answer = parse_answer("Hypothesis: h\nExpected delta: small\n")
+    assert answer.expected_delta is None and answer.ignored == (
+        "ignored: Expected delta 'small': not a number; write a signed number in score units, "
+        "e.g. -0.01",)

@@ -3,7 +3,7 @@ import os
 import pytest
 import yaml
 
-from mlflow_autoresearch.environment import load_environment
+from mlflow_autoresearch.environment import load_environment, shipped_environments
 from mlflow_autoresearch.errors import EnvironmentSpecError
 from mlflow_autoresearch.records import Direction
 from support import ROOT
@@ -93,3 +93,26 @@ def test_python_path_resolves_outside_folders_and_refuses_inside_ones(toy_env):
 def test_nanochat_puts_the_repository_root_on_the_python_path():
     env = load_environment("nanochat_d12", "tiny")
     assert env.python_path == (ROOT,) and (ROOT / "kernels" / "attention.py").is_file()
+
+
+def test_a_spec_without_profiles_runs_as_its_one_profile(toy_env):
+    spec = yaml.safe_load((toy_env / "autoresearch.yaml").read_text())
+    del spec["profiles"]
+    (toy_env / "autoresearch.yaml").write_text(yaml.safe_dump(spec))
+    env = load_environment(str(toy_env))
+    assert env.profile == "default" and env.profiles == ("default",) and env.seeds == (0, 1)
+    with pytest.raises(EnvironmentSpecError, match=r"write `profiles: \{tiny: \{\}\}`"):
+        load_environment(str(toy_env), "tiny")
+
+
+def test_an_undefined_profile_error_names_the_fix(toy_env):
+    with pytest.raises(EnvironmentSpecError, match=r"add `huge: \{\}` under `profiles`"):
+        load_environment(str(toy_env), "huge")
+
+
+def test_the_shipped_environments_are_found_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert shipped_environments() == ["airbench96", "nanochat_d12", "parameter_golf"]
+    env = load_environment("airbench96")
+    assert env.root == (ROOT / "projects" / "airbench96").resolve()
+    assert env.evaluator == (ROOT / "evaluators" / "airbench96.py").resolve()

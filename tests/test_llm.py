@@ -7,7 +7,7 @@ import pytest
 
 from fake_openai import FakeOpenAI, Fail, Slow
 from mlflow_autoresearch.errors import AutoresearchError, ProposalError
-from mlflow_autoresearch.llm import ClientSettings, EndpointError, LLMClient, price_of
+from mlflow_autoresearch.agents.llm.client import ClientSettings, EndpointError, LLMClient, price_of
 
 HI = [{"role": "user", "content": "hi " * 40}]
 

@@ -1,5 +1,6 @@
 """LLM specialists against a loopback OpenAI-compatible server: prompts, edits, repair, loop."""
 
+import json
 import re
 from pathlib import Path
 
@@ -13,15 +14,17 @@ from mlflow_autoresearch.agents import AgentContext, offline_roster
 from mlflow_autoresearch.environment import load_environment
 from mlflow_autoresearch.errors import EnvironmentSpecError
 from mlflow_autoresearch.lineage import LineageView
-from mlflow_autoresearch.llm import ClientSettings, EndpointError, LLMClient
-from mlflow_autoresearch.llm_agent import LLMAgent, dry_run, llm_roster, render_environment
-from mlflow_autoresearch.loop import Settings, run_loop
+from mlflow_autoresearch.agents.llm.client import ClientSettings, EndpointError, LLMClient
+from mlflow_autoresearch.agents.llm.agent import LLMAgent, dry_run, llm_roster
+from mlflow_autoresearch.agents.llm.prompt import render_environment
+from mlflow_autoresearch.campaign import Settings, run_campaign
 from mlflow_autoresearch.records import Decision, FailureLabel, Trial
-from mlflow_autoresearch.workspace import (PreflightError, check_diff, diff_sha, make_diff,
-                                           read_editable)
+from mlflow_autoresearch.diffs import diff_sha, make_diff
+from mlflow_autoresearch.execution.preflight import PreflightError, check_diff
+from mlflow_autoresearch.execution.workspace import read_editable
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTOCOL = ROOT / "mlflow_autoresearch" / "prompts" / "protocol.md"
+PROTOCOL = ROOT / "mlflow_autoresearch" / "agents" / "llm" / "protocol.md"
 RECIPE = "recipe/toy.py"
 
 
@@ -68,7 +71,7 @@ def agent(server, name="opt", **kw):
 def test_a_good_search_replace_answer_becomes_a_proper_diff(env, base):
     view, recipes = base
     with FakeOpenAI([GOOD]) as server:
-        proposal = agent(server).propose(ctx(env, view, recipes))
+        proposal = agent(server).ask(ctx(env, view, recipes))
     before = recipes["r0"]
     expected = make_diff(before, {RECIPE: before[RECIPE].replace("STEPS = 60", "STEPS = 120")})
     assert proposal.diff == expected and check_diff(env, proposal.diff) == [RECIPE]
@@ -92,9 +95,9 @@ def test_a_good_unified_diff_answer(env, base):
     diff = ("Hypothesis: A smaller step is steadier.\nExpected delta: 0.002\n\n```diff\n"
             "--- a/recipe/toy.py\n+++ b/recipe/toy.py\n@@ -17,3 +17,3 @@\n"
             " STEPS = 60  # gradient steps\n-LR = 0.1  # step size\n+LR = 0.08  # step size\n"
-            " MODE = \"normal\"  # normal | crash | hang | nan | tamper\n```\n")
+            " MODE = \"normal\"  # normal | crash | hang | nan | tamper | environ\n```\n")
     with FakeOpenAI([diff]) as server:
-        proposal = agent(server).propose(ctx(env, view, recipes))
+        proposal = agent(server).ask(ctx(env, view, recipes))
     assert "+LR = 0.08  # step size" in proposal.diff and "unified diff edit" in proposal.notes
     assert proposal.parent_id == "r0"  # no Parent line: the best
     dry_run(env, recipes["r0"], proposal.diff)
@@ -104,7 +107,7 @@ def test_an_edit_that_does_not_apply_is_repaired_with_the_error_fed_back(env, ba
     view, recipes = base
     stale = answer("STEPS = 600  # gradient steps", "STEPS = 1200  # gradient steps")
     with FakeOpenAI([stale, GOOD]) as server:
-        proposal = agent(server).propose(ctx(env, view, recipes))
+        proposal = agent(server).ask(ctx(env, view, recipes))
         first, second = server.requests
     repair = second["messages"][-1]["content"]
     assert "the lines to replace are not in the file" in repair
@@ -118,6 +121,40 @@ def test_an_edit_that_does_not_apply_is_repaired_with_the_error_fed_back(env, ba
     assert proposal.metrics["llm_input_tokens"] > 2 * 1000
 
 
+def json_answer(diff):
+    return "```json\n" + json.dumps({
+        "hypothesis": "A smaller step is steadier.", "expected_delta": 0.002, "parent": "t0000",
+        "notes": "the loss oscillates.", "diff": diff}, indent=2) + "\n```\n"
+
+
+def test_a_json_answer_becomes_a_diff_that_applies(env, base):
+    view, recipes = base
+    diff = ("--- a/recipe/toy.py\n+++ b/recipe/toy.py\n@@ -18 +18 @@\n"
+            "-LR = 0.1  # step size\n+LR = 0.08  # step size\n")
+    with FakeOpenAI([json_answer(diff)]) as server:
+        proposal = agent(server).ask(ctx(env, view, recipes))
+    assert "+LR = 0.08  # step size" in proposal.diff
+    assert proposal.hypothesis == "A smaller step is steadier."
+    dry_run(env, recipes["r0"], proposal.diff)
+
+
+def test_the_repair_names_the_part_of_the_answer_that_was_ignored(env, base):
+    view, recipes = base
+    with FakeOpenAI([json_answer(["-LR = 0.1  # step size"]), GOOD]) as server:
+        agent(server).ask(ctx(env, view, recipes))
+        repair = server.requests[1]["messages"][-1]["content"]
+    assert 'ignored: the ```json block\'s "diff" is not a string' in repair
+
+
+def test_parts_ignored_in_a_used_answer_are_noted_on_the_proposal(env, base):
+    view, recipes = base
+    stale = "```diff\n--- a/recipe/toy.py\n+++ b/recipe/toy.py\n@@ -1 +1 @@\n-nope\n+yes\n```\n"
+    with FakeOpenAI([GOOD + stale]) as server:
+        proposal = agent(server).ask(ctx(env, view, recipes))
+    assert "ignored: hunk 1 of the diff for recipe/toy.py: the lines to replace are not in the " \
+        "file." in proposal.notes
+
+
 @pytest.mark.parametrize("bad, error", [
     (answer("STEPS = 60  # gradient steps", "STEPS = = 60"), "syntax error in recipe/toy.py"),
     (answer("name: toy", "name: mine", path="autoresearch.yaml"), "not an editable file"),
@@ -126,7 +163,7 @@ def test_an_edit_that_does_not_apply_is_repaired_with_the_error_fed_back(env, ba
 def test_preflight_refusals_are_repaired_too(env, base, bad, error):
     view, recipes = base
     with FakeOpenAI([bad, GOOD]) as server:
-        proposal = agent(server).propose(ctx(env, view, recipes))
+        proposal = agent(server).ask(ctx(env, view, recipes))
         assert error in server.requests[1]["messages"][-1]["content"]
     assert "+STEPS = 120" in proposal.diff
 
@@ -137,7 +174,7 @@ def test_an_edit_already_tried_on_the_parent_is_sent_back(env, base):
     children = [trial(1, "r1", label="disqualified", parent="r0", sha=diff_sha(tried))]
     lr = answer("LR = 0.1  # step size", "LR = 0.12  # step size", hypothesis="Bigger LR.")
     with FakeOpenAI([GOOD, lr]) as server:
-        proposal = agent(server).propose(ctx(env, view, recipes, children))
+        proposal = agent(server).ask(ctx(env, view, recipes, children))
         assert "already tried on t0000 as t0001 (disqualified)" in \
             server.requests[1]["messages"][-1]["content"]
     assert proposal.hypothesis == "Bigger LR." and "+LR = 0.12" in proposal.diff
@@ -146,7 +183,7 @@ def test_an_edit_already_tried_on_the_parent_is_sent_back(env, base):
 def test_garbage_ends_as_an_unappliable_proposal_carrying_the_raw_answers(env, base):
     view, recipes = base
     with FakeOpenAI([GARBAGE, "Still thinking.", GARBAGE]) as server:
-        proposal = agent(server, max_repairs=2).propose(ctx(env, view, recipes))
+        proposal = agent(server, max_repairs=2).ask(ctx(env, view, recipes))
         assert len(server.requests) == 3
     with pytest.raises(PreflightError):  # what the loop's preflight will say
         check_diff(env, proposal.diff)
@@ -171,9 +208,9 @@ def test_the_parent_is_a_kept_trial_the_model_names_else_the_best(env, base):
     on_baseline = on_base.replace("Parent: t0000", "Parent: the baseline")
     with FakeOpenAI([on_base, on_crash, on_baseline]) as server:
         llm = agent(server)
-        first = llm.propose(ctx(env, view, recipes, number=4))
-        second = llm.propose(ctx(env, view, recipes, number=5))
-        third = llm.propose(ctx(env, view, recipes, number=6))
+        first = llm.ask(ctx(env, view, recipes, number=4))
+        second = llm.ask(ctx(env, view, recipes, number=5))
+        third = llm.ask(ctx(env, view, recipes, number=6))
         user = server.requests[0]["messages"][1]["content"]
     assert first.parent_id == "r0" and "-STEPS" not in first.diff
     assert third.parent_id == "r0" and third.notes.startswith("the baseline stops early. [")
@@ -189,9 +226,9 @@ def test_prompt_prefixes_are_stable_for_caching(env, base, toy_env):
     (toy_env / "knowledge.md").write_text("Least squares converges linearly.\n")
     view, recipes = base
     with FakeOpenAI([GOOD, GOOD.replace("120", "90"), GOOD.replace("120", "80")]) as server:
-        agent(server, "opt").propose(ctx(env, view, recipes, number=1, rendered="# Lineage A\n"))
-        agent(server, "sched").propose(ctx(env, view, recipes, number=2, spec="sched"))
-        agent(server, "opt").propose(ctx(env, view, recipes, number=3, rendered="# Lineage B\n"))
+        agent(server, "opt").ask(ctx(env, view, recipes, number=1, rendered="# Lineage A\n"))
+        agent(server, "sched").ask(ctx(env, view, recipes, number=2, spec="sched"))
+        agent(server, "opt").ask(ctx(env, view, recipes, number=3, rendered="# Lineage B\n"))
         opt1, sched, opt2 = [[m["content"] for m in r["messages"]] for r in server.requests]
     shared = render_environment(env) + "\n\n" + PROTOCOL.read_text().strip() + "\n\n"
     assert "Least squares converges linearly." in shared
@@ -207,7 +244,7 @@ def test_an_endpoint_that_stays_down_raises_and_proposes_nothing(env, base):
     with FakeOpenAI([Fail(503)] * 3) as server:
         llm = agent(server)
         with pytest.raises(EndpointError, match="HTTP 503"):
-            llm.propose(ctx(env, view, recipes))
+            llm.ask(ctx(env, view, recipes))
     assert llm.spent_usd == 0.0
 
 
@@ -247,7 +284,7 @@ def test_llm_and_offline_specialists_share_a_campaign_recorded_in_mlflow(toy_env
         llm = agent(server)
         agents = {"opt": llm, "sched": offline_roster(env, seed=0)["sched"]}
         settings = Settings(str(toy_env), trials=3, tracking_uri=store, workdir=tmp_path / "w")
-        summary = run_loop(settings, agents, echo=lambda line: None)
+        summary = run_campaign(settings, agents, echo=lambda line: None)
         third_prompt = server.requests[1]["messages"][1]["content"]
     by_number = {t.number: t for t in summary.trials}
     assert [t.specialist for t in summary.trials] == ["baseline", "opt", "sched", "opt"]
@@ -256,19 +293,19 @@ def test_llm_and_offline_specialists_share_a_campaign_recorded_in_mlflow(toy_env
     assert "t0001 [opt, ok" in third_prompt  # the lineage, read back from MLflow
     client = MlflowClient(store)
     good, crashed = client.get_run(by_number[1].run_id), client.get_run(by_number[3].run_id)
-    assert good.data.tags["autoresearch.model"] == "fake-model"
+    assert good.data.tags["autoresearch.agent.model"] == "fake-model"
     m = good.data.metrics
-    assert m["llm_input_tokens"] > 0 and m["llm_output_tokens"] > 0 and m["llm_attempts"] == 1
-    assert m["llm_cost_usd"] == pytest.approx(
-        (m["llm_input_tokens"] + 2 * m["llm_output_tokens"]) / 1e6, rel=1e-3)
+    assert m["agent.llm_input_tokens"] > 0 and m["agent.llm_output_tokens"] > 0 and m["agent.llm_attempts"] == 1
+    assert m["agent.llm_cost_usd"] == pytest.approx(
+        (m["agent.llm_input_tokens"] + 2 * m["agent.llm_output_tokens"]) / 1e6, rel=1e-3)
     assert {a.path for a in client.list_artifacts(good.info.run_id, "trial/llm")} == \
         {"trial/llm/prompt.md", "trial/llm/response.md"}
-    assert crashed.data.metrics["llm_attempts"] == 3
-    assert crashed.data.tags["autoresearch.model"] == "fake-model"
+    assert crashed.data.metrics["agent.llm_attempts"] == 3
+    assert crashed.data.tags["autoresearch.agent.model"] == "fake-model"
     raw = Path(client.download_artifacts(crashed.info.run_id, "trial/llm/response-3.md",
                                          str(tmp_path)))
     assert raw.read_text() == GARBAGE
-    assert "llm_cost_usd" not in client.get_run(by_number[2].run_id).data.metrics  # offline
-    spent = m["llm_cost_usd"] + crashed.data.metrics["llm_cost_usd"]
+    assert "agent.llm_cost_usd" not in client.get_run(by_number[2].run_id).data.metrics  # offline
+    spent = m["agent.llm_cost_usd"] + crashed.data.metrics["agent.llm_cost_usd"]
     assert llm.spent_usd == pytest.approx(spent, rel=1e-3)
     assert client.get_run(by_number[3].run_id).data.tags[tags.LABEL] == "preflight_crash"

@@ -10,9 +10,10 @@ import pytest
 from mlflow import MlflowClient
 
 from mlflow_autoresearch import tags
-from mlflow_autoresearch.loop import Settings, run_loop
+from mlflow_autoresearch.campaign import Settings, run_campaign
 from mlflow_autoresearch.records import FailureLabel
-from mlflow_autoresearch.testing import ScriptedAgent, replace_in
+from mlflow_autoresearch.store import MlflowStore
+from mlflow_autoresearch.testing import ScriptedAgent, check_trial_contract, replace_in
 from support import ROOT, cli_campaign, copy_env, mlflow_run_project
 
 
@@ -34,19 +35,13 @@ def short_env(tmp_path: Path, **budgets) -> Path:
 
 
 def check_trial(client: MlflowClient, run, experiment: str) -> FailureLabel:
-    """The README's trial contract on one run; returns its label."""
-    t, m = run.data.tags, run.data.metrics
-    number = int(t[tags.TRIAL])
-    assert run.info.run_name == f"t{number:04d}-{t[tags.SPECIALIST]}"
-    assert t[tags.ENVIRONMENT] == "nanochat_d12" and t[tags.CAMPAIGN] == experiment
-    label = FailureLabel.from_tag(t[tags.LABEL])
-    assert m[tags.FAILURE_CODE] == float(label)
-    assert (tags.SCORE in m) == (label is FailureLabel.OK)
+    """The trial contract (shipped in the package), plus what this evaluator measures."""
+    label = check_trial_contract(MlflowStore(client.tracking_uri), run.info.run_id, "nanochat_d12",
+                                 experiment)
     if label is FailureLabel.OK:
+        m = client.get_run(run.info.run_id).data.metrics
         assert m[tags.SCORE] == pytest.approx(m["core"], abs=1e-5)
         assert all(f"core_{task}" in m for task in TASKS)
-    top = {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
-    assert {"trial/patch.diff", "trial/context.md", "trial/evaluation.json", "trial/recipe"} <= top
     return label
 
 
@@ -80,7 +75,7 @@ def test_loop_labels_each_failure(tmp_path):
     settings = Settings(str(env_dir), "tiny", trials=len(script),
                         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                         workdir=tmp_path / "work")
-    summary = run_loop(settings, {"arch": ScriptedAgent("arch", script)}, echo=lambda line: None)
+    summary = run_campaign(settings, {"arch": ScriptedAgent("arch", script)}, echo=lambda line: None)
     got = {t.hypothesis: t for t in summary.trials}
     baseline = summary.trials[0]
     assert baseline.label is FailureLabel.OK, baseline.excerpt

@@ -15,9 +15,12 @@ import pytest
 from mlflow import MlflowClient
 
 from mlflow_autoresearch import tags
-from mlflow_autoresearch.loop import Settings, run_loop
+from mlflow_autoresearch.campaign import Settings, run_campaign
+from mlflow_autoresearch.environment import load_environment
+from mlflow_autoresearch.execution.projects import SeedResult, write_harness_file
 from mlflow_autoresearch.records import FailureLabel
-from mlflow_autoresearch.testing import ScriptedAgent, replace_in
+from mlflow_autoresearch.store import MlflowStore
+from mlflow_autoresearch.testing import ScriptedAgent, check_trial_contract, replace_in
 from support import ROOT, cli_campaign, copy_env, mlflow_run_project
 
 
@@ -45,19 +48,11 @@ def short_env(tmp_path: Path, **budgets) -> Path:
 
 
 def check_trial(client: MlflowClient, run, experiment: str) -> FailureLabel:
-    """The README's trial contract on one run; returns its label."""
-    t, m = run.data.tags, run.data.metrics
-    number = int(t[tags.TRIAL])
-    assert run.info.run_name == f"t{number:04d}-{t[tags.SPECIALIST]}"
-    assert t[tags.ENVIRONMENT] == "parameter_golf" and t[tags.CAMPAIGN] == experiment
-    label = FailureLabel.from_tag(t[tags.LABEL])
-    assert m[tags.FAILURE_CODE] == float(label)
-    assert (tags.SCORE in m) == (label is FailureLabel.OK)
-    if t[tags.SPECIALIST] != "baseline":
-        assert t[tags.PARENT] == t[tags.MLFLOW_PARENT]
-    top = {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
-    assert {"trial/patch.diff", "trial/context.md", "trial/evaluation.json", "trial/recipe"} <= top
+    """The trial contract (shipped in the package), plus what this evaluator measures."""
+    label = check_trial_contract(MlflowStore(client.tracking_uri), run.info.run_id, "parameter_golf",
+                                 experiment)
     if label in (FailureLabel.OK, FailureLabel.SIZE_BLOCKED):
+        m = client.get_run(run.info.run_id).data.metrics
         assert m["artifact_bytes"] > m["code_bytes"] > 0
     return label
 
@@ -89,7 +84,7 @@ def test_loop_labels_each_training_failure(tmp_path):
     settings = Settings(str(env_dir), "tiny", trials=len(script),
                         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                         workdir=tmp_path / "work")
-    summary = run_loop(settings, {"arch": ScriptedAgent("arch", script)}, echo=lambda line: None)
+    summary = run_campaign(settings, {"arch": ScriptedAgent("arch", script)}, echo=lambda line: None)
     got = {t.hypothesis: t for t in summary.trials}
     baseline = summary.trials[0]
     assert baseline.label is FailureLabel.OK, baseline.excerpt
@@ -157,14 +152,10 @@ def score_edit(tmp_path: Path, trained, old: str = "", new: str = "",
     shutil.copytree(out, seed_dir / "out")
     for name in ("stdout.txt", "stderr.txt"):
         (seed_dir / name).write_text("")
-    (run_dir / "harness.json").write_text(json.dumps({
-        "schema": 1, "environment": "parameter_golf", "profile": "tiny",
-        "workspace": "workspace",
-        "budgets": {"train_seconds": 40, "eval_seconds": eval_seconds, "artifact_bytes": 215000},
-        "gates": {}, "expected_seeds": [0],
-        "seeds": [{"seed": 0, "wall_seconds": 5.0, "exit_code": 0, "timed_out": False,
-                   "out_dir": "seeds/0/out", "stdout": "seeds/0/stdout.txt",
-                   "stderr": "seeds/0/stderr.txt"}]}))
+    # The harness's own writer, as the runner calls it after the seeds ran.
+    env = load_environment(str(short_env(tmp_path, eval_seconds=eval_seconds)), "tiny")
+    write_harness_file(env, run_dir, run_dir / "workspace", [SeedResult(
+        0, 5.0, 0, False, "seeds/0/out", "seeds/0/stdout.txt", "seeds/0/stderr.txt")])
     outcome = run_dir / "outcome.json"
     subprocess.run([sys.executable, str(EVALUATOR), "score", "--profile", "tiny", "--data-dir",
                     str(data), "--run-dir", str(run_dir), "--out", str(outcome)],

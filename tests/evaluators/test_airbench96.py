@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from mlflow_autoresearch.execution.evaluator import parse_outcome
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,9 +169,10 @@ def test_crash_excerpt_without_traceback_is_the_last_stderr_line(common):
 # -------------------------------------------------------------------------------------------------
 
 def assert_valid_outcome(doc: dict) -> None:
-    """outcome.json schema 1 (evaluators/README.md)."""
-    assert set(doc) == {"schema", "label", "score", "metrics", "excerpt"}
-    assert doc["schema"] == 1
+    """outcome.json schema 2 (evaluators/README.md), as the harness's own parser reads it."""
+    assert set(doc) == {"schema", "label", "score", "metrics", "gates", "excerpt"}
+    assert doc["schema"] == 2 and parse_outcome(json.dumps(doc)).label.tag == doc["label"]
+    assert doc["gates"] == (["accuracy"] if doc["label"] in ("ok", "disqualified") else doc["gates"])
     assert doc["label"] in ("ok", "crash", "train_budget_overrun", "eval_budget_overrun",
                             "size_blocked", "disqualified", "illegal")
     finite = isinstance(doc["score"], (int, float)) and math.isfinite(doc["score"])

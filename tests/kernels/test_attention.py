@@ -286,14 +286,43 @@ def test_kernels_do_not_import_the_harness():
             assert not any(n.split(".")[0] in {"mlflow", "mlflow_autoresearch"} for n in names), path
 
 
-def test_kernel_bench_counts_visible_pairs():
+def _kernel_bench():
     spec = importlib.util.spec_from_file_location("kernel_bench", ROOT / "benchmarks" / "kernel_bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_kernel_bench_counts_visible_pairs():
+    bench = _kernel_bench()
     for T, window in [(2048, -1), (2048, 512), (100, 7), (100, 150)]:
         left = -1 if window >= T else window
         assert bench.visible_pairs(T, window) == attention._visible(T, left, 0, torch.device("cpu")).sum().item()
     assert bench.visible_pairs(2048, -1) == 2048 * 2049 // 2
+
+
+def test_kernel_bench_tables_and_logs_what_it_measured(tmp_path, monkeypatch):
+    """The GPU path's reporting, on rows as `run_case` makes them: the table, % of peak, a failed
+    provider, and one MLflow metric per figure."""
+    bench = _kernel_bench()
+    timed = {"case": "d128", "provider": "triton", "max_err_out": 1e-3, "max_err_dq": 2e-3,
+             "max_err_dk": 3e-3, "max_err_dv": 4e-3}
+    for phase, ms in zip(bench.PHASES, (1.0, 2.0, 3.0)):
+        timed.update({f"{phase}_ms": ms, f"{phase}_tflops": 989.0 * (4 - ms) / 4})
+    rows = [timed, {"case": "d128", "provider": "sdpa", "error": "no GQA here"}]
+    table = bench.render_table(rows, bench.HOPPER_PEAK_TFLOPS)
+    assert "| d128 | triton | 1.000 | 742 (75%) | 2.000 | 494 (50%) | 3.000 | 247 (25%) | " \
+           "1.0e-03/2.0e-03/3.0e-03/4.0e-03 |" in table
+    assert "| d128 | sdpa | failed: no GQA here |" in table
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    bench.log_to_mlflow(rows, {"gpu": "test"}, table, "fwd (2048,): BLOCK_M=64")
+    from mlflow import MlflowClient
+
+    (run,) = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(["0"])
+    assert run.data.metrics["d128.triton.fwd_ms"] == 1.0
+    assert run.data.metrics["d128.triton.max_err_dv"] == 4e-3
+    assert not any(key.startswith("d128.sdpa") for key in run.data.metrics)
+    assert run.data.params == {"gpu": "test"}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only exit")

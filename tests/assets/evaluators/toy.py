@@ -42,10 +42,11 @@ def score(data_dir: Path, run_dir: Path, out: Path) -> None:
     metrics = {"n_seeds": len(errors)}
     if errors:
         metrics["mse"] = float(np.mean(errors))
-        if label == "ok" and metrics["mse"] > harness["gates"]["mse"]:
+        if label == "ok" and metrics["mse"] > harness["gates"].get("mse", float("inf")):
             label, excerpt = "disqualified", f"mse {metrics['mse']:.4f} > {harness['gates']['mse']}"
-    doc = {"schema": 1, "label": label, "score": metrics["mse"] if label == "ok" else None,
-           "metrics": metrics, "excerpt": excerpt}
+    doc = {"schema": 2, "label": label, "score": metrics["mse"] if label == "ok" else None,
+           "metrics": metrics, "gates": [g for g in harness["gates"] if g == "mse"],
+           "excerpt": excerpt}
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc))
     os.replace(tmp, out)

@@ -3,8 +3,8 @@
 from mlflow import MlflowClient
 
 from fake_openai import Fail, FakeOpenAI
-from mlflow_autoresearch.llm import ClientSettings
-from mlflow_autoresearch.loop import Settings, run_loop
+from mlflow_autoresearch.agents.llm.client import ClientSettings
+from mlflow_autoresearch.campaign import Settings, run_campaign
 
 GOOD = ("Hypothesis: Twice the steps fit better.\nExpected delta: -0.01\nParent: t0000\n\n"
         "recipe/toy.py\n```python\n<<<<<<< SEARCH\nSTEPS = 60  # gradient steps\n=======\n"
@@ -20,7 +20,7 @@ def _settings(toy_env, store, tmp_path, server, trials=2, **kw):
 
 def test_the_dollar_cap_stops_the_campaign_between_turns(toy_env, store, tmp_path):
     with FakeOpenAI([GOOD]) as server:
-        summary = run_loop(_settings(toy_env, store, tmp_path, server, max_cost_usd=0.01),
+        summary = run_campaign(_settings(toy_env, store, tmp_path, server, max_cost_usd=0.01),
                            echo=lambda line: None)
     assert [t.specialist for t in summary.trials] == ["baseline", "opt"]
     assert summary.stop_reason.startswith("LLM cost cap $0.01 reached")
@@ -28,11 +28,11 @@ def test_the_dollar_cap_stops_the_campaign_between_turns(toy_env, store, tmp_pat
 
 def test_an_endpoint_that_stays_down_pauses_without_losing_anything(toy_env, store, tmp_path):
     with FakeOpenAI([Fail(503)] * 4) as server:
-        first = run_loop(_settings(toy_env, store, tmp_path, server), echo=lambda line: None)
+        first = run_campaign(_settings(toy_env, store, tmp_path, server), echo=lambda line: None)
     assert first.stop_reason.startswith("paused:") and "503" in first.stop_reason
     assert [t.number for t in first.trials] == [0]  # the lost turn recorded nothing
     with FakeOpenAI([GOOD]) as server:  # the endpoint is back: the same command continues
-        second = run_loop(_settings(toy_env, store, tmp_path, server), echo=lambda line: None)
+        second = run_campaign(_settings(toy_env, store, tmp_path, server), echo=lambda line: None)
     assert [t.number for t in second.trials] == [1, 2]
     client = MlflowClient(store)
-    assert client.get_run(second.trials[0].run_id).data.tags["autoresearch.model"] == "fake-model"
+    assert client.get_run(second.trials[0].run_id).data.tags["autoresearch.agent.model"] == "fake-model"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import openai
 
-from .errors import AutoresearchError
+from ...errors import AutoresearchError
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 KEYLESS = "no-key"  # local servers ignore the key, but the client refuses to start without one

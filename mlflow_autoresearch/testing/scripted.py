@@ -1,7 +1,7 @@
-"""Stand-ins for tests and examples: a specialist that follows a script instead of a table or LLM.
+"""A specialist that follows a script instead of a table or an LLM, for tests and examples.
 
-Shipped in the package so environment authors can drive their own environments through the real
-loop and store with fixed edits (see tests/test_loop.py).
+Environment authors drive their own environments through the real loop and store with fixed
+edits (see tests/test_campaign.py).
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .agents import AgentContext
-from .errors import ProposalError
-from .records import Proposal
-from .workspace import make_diff
+from ..agents import AgentContext
+from ..diffs import make_diff
+from ..errors import ProposalError
+from ..records import Proposal, Trial
 
 Edit = Callable[[dict[str, str]], dict[str, str]] | str
 
@@ -31,13 +31,15 @@ class ScriptedAgent:
     """Proposes the scripted edits in order, each on the current best (else the baseline).
 
     An edit is a function of the parent's editable files, or a raw diff string sent as is
-    (to test what the harness does with diffs no honest specialist would write).
+    (to test what the harness does with diffs no honest specialist would write). `told` holds
+    every trial the campaign told it about, in order.
     """
 
     name: str
     script: list[tuple[str, Edit]] = field(default_factory=list)
+    told: list[Trial] = field(default_factory=list)
 
-    def propose(self, ctx: AgentContext) -> Proposal:
+    def ask(self, ctx: AgentContext) -> Proposal:
         if not self.script:
             raise ProposalError(f"{self.name}'s script is used up")
         hypothesis, edit = self.script.pop(0)
@@ -50,3 +52,6 @@ class ScriptedAgent:
             before = ctx.load_recipe(parent.run_id)
             diff = make_diff(before, edit(before))
         return Proposal(self.name, hypothesis, diff, parent.run_id, notes="scripted")
+
+    def tell(self, trial: Trial) -> None:
+        self.told.append(trial)

@@ -1,9 +1,10 @@
 import pytest
 
+from mlflow_autoresearch.diffs import diff_lines, diff_sha, make_diff
 from mlflow_autoresearch.environment import load_environment
-from mlflow_autoresearch.workspace import (PreflightError, apply_diff, check_diff, diff_lines,
-                                           diff_sha, make_diff, materialise, read_editable,
-                                           syntax_check)
+from mlflow_autoresearch.execution.preflight import (PreflightError, apply_diff, check_diff,
+                                                   syntax_check, verify_surface)
+from mlflow_autoresearch.execution.workspace import materialise, read_editable
 
 
 @pytest.fixture
@@ -77,3 +78,36 @@ def test_syntax_errors_are_caught_before_running(env, tmp_path):
 def test_diff_sha_ignores_trailing_whitespace():
     assert diff_sha("--- a\n+++ b\n-x \n+y\n") == diff_sha("--- a\n+++ b\n-x\n+y\n\n")
     assert diff_sha("-x\n+y\n") != diff_sha("-x\n+z\n")
+
+
+def _rename(old: str, new: str) -> str:
+    """A git diff whose header names an editable file while its rename lines move another:
+    the parsed file names look harmless, `git apply` follows the rename lines."""
+    return (f"diff --git a/recipe/toy.py b/recipe/toy.py\nsimilarity index 100%\n"
+            f"rename from {old}\nrename to {new}\n")
+
+
+@pytest.mark.parametrize("old", ["techniques.yaml", "MLproject"])
+def test_a_rename_hidden_behind_an_editable_header_is_refused(env, tmp_path, old):
+    assert check_diff(env, _rename(old, "moved.yaml")) == ["recipe/toy.py"]  # the names pass ...
+    ws = materialise(env, None, tmp_path / "ws")
+    with pytest.raises(PreflightError, match=f"removes or renames '{old}'"):
+        apply_diff(env, ws, _rename(old, "moved.yaml"))  # ... the post-condition does not
+    assert (env.root / old).is_file()
+
+
+def test_the_post_condition_refuses_new_files_and_links(env, tmp_path):
+    ws = materialise(env, None, tmp_path / "ws")
+    (ws / "recipe" / "extra.py").write_text("x = 1\n")
+    with pytest.raises(PreflightError, match="creates 'recipe/extra.py'"):
+        verify_surface(env, ws)
+    (ws / "recipe" / "extra.py").unlink()
+    (ws / "recipe" / "toy.py").unlink()
+    (ws / "recipe" / "toy.py").symlink_to(env.evaluator)
+    with pytest.raises(PreflightError, match="turns 'recipe/toy.py' into a symbolic link"):
+        verify_surface(env, ws)
+    (ws / "recipe" / "toy.py").unlink()
+    (ws / "recipe" / "toy.py").write_text((env.root / "recipe" / "toy.py").read_text())
+    (ws / "MLproject").write_text("name: mine\n")
+    with pytest.raises(PreflightError, match="changes protected file 'MLproject'"):
+        verify_surface(env, ws)

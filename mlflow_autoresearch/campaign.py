@@ -1,0 +1,290 @@
+"""The campaign loop: numbering, turns, the keep rule and the stop rules, on top of the store,
+execution and the agents.
+
+`run_campaign` takes the campaign's lease, recovers what a gone loop left running, measures the
+unmodified recipe as trial 0 if there is no baseline, re-runs each aborted trial's proposal once,
+then gives the roster's specialists turns until the trial budget, a wall deadline, a stretch
+without a keep or the LLM cost cap ends it. A trial flows one way: the store records the proposal,
+execution turns it into one `TrialResult`, the store records the verdict, and the agent that
+proposed it is told. A failed trial is a record; a harness fault or an interrupt is recorded as
+`harness_abort` first and raised after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import lineage, tags
+from .agents import Agent, AgentContext, default_roster
+from .agents.llm import ClientSettings, EndpointError
+from .environment import Environment, load_environment
+from .errors import HarnessError, ProposalError
+from .execution import CommandEvaluator, run_trial
+from .execution.process import reap
+from .records import Decision, FailureLabel, Outcome, Proposal, Trial, TrialResult
+from .store import Lease, MlflowStore, TrialStore
+
+BASELINE = Proposal("baseline", "The unmodified recipe, measured as the baseline.", "", None,
+                    expected_delta=0.0)
+MAX_ABORTS_IN_A_ROW = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One campaign invocation, built once by the CLI."""
+
+    environment: str                  # name under projects/ or a path to an environment folder
+    profile: str | None = None        # None: the environment's default profile
+    trials: int = 8                   # run until trial number `trials` exists (0 = baseline)
+    tracking_uri: str | None = None   # None: sqlite:///mlflow.db in the working directory
+    experiment: str | None = None     # None: autoresearch/<environment>
+    seed: int = 0                     # offline specialists' random seed
+    deadline_minutes: float | None = None  # stop starting trials after this much wall time
+    grace_minutes: float | None = None     # stop after this long without a keep
+    workdir: Path = Path(".autoresearch")  # data cache and per-trial scratch directories
+    keep_run_dirs: bool = False       # keep each trial's scratch directory after logging it
+    llm: ClientSettings | None = None  # None: offline specialists only
+    llm_specialists: tuple[str, ...] | None = None  # None: with `llm`, the whole roster
+    max_repairs: int = 2              # edit repairs per LLM turn before a preflight_crash
+    max_cost_usd: float | None = None  # stop before a turn once the campaign's LLM spend reaches it
+    take_over: bool = False           # take the campaign from a loop whose heartbeat stopped
+
+
+@dataclass
+class Summary:
+    """What one invocation did, for the closing report."""
+
+    experiment_id: str
+    campaign: str
+    trials: list[Trial] = field(default_factory=list)
+    labels: Counter = field(default_factory=Counter)
+    best: Trial | None = None
+    stop_reason: str = ""
+    harness_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Campaign:
+    """The live state of one loop process on one campaign (or one evaluations experiment)."""
+
+    env: Environment
+    settings: Settings
+    store: TrialStore
+    campaign_id: str
+    name: str
+    evaluator: CommandEvaluator
+    echo: Callable[[str], None]
+    lease: Lease | None = None
+    baseline: Trial | None = None
+
+    def run_one(self, number: int, proposal: Proposal, context: str,
+                run_id: str | None = None) -> tuple[Trial, TrialResult]:
+        """One trial end to end: recorded at its start and at its end, whatever happens between.
+
+        Raises what interrupted the trial (KeyboardInterrupt, a harness fault) once it is
+        recorded, and StoreError or LeaseError when recording itself fails.
+        """
+        parent = (self.store.load_recipe(proposal.parent_id, self.env.editable)
+                  if proposal.parent_id else None)
+        run_id = self.store.create_trial(self.campaign_id, self.env, number, proposal, context,
+                                         run_id)
+        scratch = self.settings.workdir.resolve() / "runs" / f"t{number:04d}-{run_id[:8]}"
+        result = run_trial(self.env, proposal, parent, self.evaluator, scratch,
+                           lambda group: self.store.record_processes(run_id, group.marker),
+                           self.settings.keep_run_dirs)
+        tampered = self.store.find_tampering(run_id)
+        if tampered and result.outcome.label is not FailureLabel.HARNESS_ABORT:
+            result = dataclasses.replace(result, outcome=Outcome(
+                FailureLabel.ILLEGAL, metrics=result.outcome.metrics,
+                seconds=result.outcome.seconds,
+                excerpt="something other than the harness wrote into the trial's MLflow run: "
+                        + ", ".join(tampered)))
+        best = self.store.best(self.campaign_id, self.env.direction) if self.lease else None
+        decision, delta = decide(self.env, result.outcome, best, proposal.parent_id is None)
+        trial = self.store.finish_trial(run_id, number, proposal, result, decision, delta,
+                                        tampered)
+        if proposal.parent_id is None and trial.label is not FailureLabel.HARNESS_ABORT:
+            self.baseline = trial
+        if result.error is not None:
+            self.echo(lineage.progress_line(trial, best))
+            raise result.error
+        return trial, result
+
+    def view_for(self, specialist: str) -> lineage.LineageView:
+        return self.store.view(self.campaign_id, self.env.direction, specialist, self.baseline)
+
+
+def decide(env: Environment, outcome: Outcome, best: Trial | None,
+           is_baseline: bool) -> tuple[Decision | None, float | None]:
+    """Keep iff ok and better than the best at record time by more than `min_delta`.
+
+    The first valid score of a campaign is the reference: `baseline` for the unmodified recipe,
+    `keep` for a trial that succeeded where the baseline did not.
+    """
+    if outcome.label is not FailureLabel.OK:
+        return None, None
+    if best is None:
+        return (Decision.BASELINE if is_baseline else Decision.KEEP), None
+    delta = outcome.score - best.score
+    keep = env.direction.better(outcome.score, best.score, env.min_delta)
+    return (Decision.KEEP if keep else Decision.DISCARD), delta
+
+
+def run_campaign(settings: Settings, agents: dict[str, Agent] | None = None,
+                 echo: Callable[[str], None] = print) -> Summary:
+    """Run (or continue) a campaign. Returns what this invocation did.
+
+    Raises:
+        EnvironmentSpecError: the environment folder is broken.
+        LeaseError: another loop holds the campaign.
+        StoreError: the tracking store is unreachable or failed while recording.
+        HarnessError: data could not be prepared, the evaluator failed repeatedly, or the
+            evaluator and the spec disagree.
+    """
+    campaign = open_campaign(settings, echo)
+    try:
+        agents = agents if agents is not None else default_roster(
+            campaign.env, settings.seed, settings.llm, settings.llm_specialists,
+            settings.max_repairs)
+        return _loop(campaign, agents)
+    finally:
+        campaign.lease.release()
+
+
+def _loop(campaign: Campaign, agents: dict[str, Agent]) -> Summary:
+    env, settings, store = campaign.env, campaign.settings, campaign.store
+    roster = [s for s in env.specialists if s.name in agents]
+    if not roster:
+        raise HarnessError(f"no agent for any specialist of {env.name}")
+    summary = Summary(campaign.campaign_id, campaign.name)
+    number = store.next_number(campaign.campaign_id)
+    retries = [store.load_proposal(t.run_id) for t in store.pending_retries(campaign.campaign_id)]
+    started = last_keep = time.monotonic()
+    aborts = 0
+    exhausted: set[str] = set()
+    earlier_spend = store.llm_spend(campaign.campaign_id)
+    while True:
+        spent = earlier_spend + sum(getattr(a, "spent_usd", 0.0) for a in agents.values())
+        summary.stop_reason = _stop_reason(settings, number, started, last_keep, exhausted,
+                                           roster, spent)
+        if summary.stop_reason:
+            break
+        if campaign.baseline is None:  # first start, or the baseline's run was aborted
+            proposal, context = BASELINE, "The baseline runs the recipe as the environment ships it."
+        elif retries:
+            proposal = retries.pop(0)
+            context = f"A re-run of {proposal.retry_of}, which the harness aborted."
+        else:
+            spec = roster[(number - 1) % len(roster)]
+            if spec.name in exhausted:
+                spec = next(s for s in roster if s.name not in exhausted)
+            view = campaign.view_for(spec.name)
+            context = lineage.render_context(view, spec.name, env.min_delta, env.score_metric,
+                                             env.direction.value)
+            ctx = AgentContext(env, spec, number, view, context,
+                               lambda rid: store.load_recipe(rid, env.editable),
+                               lambda rid: store.children(campaign.campaign_id, rid))
+            try:
+                proposal = agents[spec.name].ask(ctx)
+            except EndpointError as exc:  # nothing was recorded for this turn: safe to resume
+                summary.stop_reason = f"paused: {exc}"
+                break
+            except ProposalError as exc:
+                campaign.echo(f"      {spec.name}: no proposal this turn ({exc})")
+                exhausted.add(spec.name)
+                continue
+        trial, result = campaign.run_one(number, proposal, context)
+        if proposal.specialist in agents:
+            agents[proposal.specialist].tell(trial)
+        summary.trials.append(trial)
+        summary.labels[trial.verdict] += 1
+        summary.harness_seconds.append(result.harness_seconds)
+        if trial.is_kept:
+            last_keep = time.monotonic()
+        aborts = aborts + 1 if trial.label is FailureLabel.HARNESS_ABORT else 0
+        campaign.echo(lineage.progress_line(trial, store.best(campaign.campaign_id, env.direction)))
+        if trial.decision is Decision.KEEP:
+            exhausted.clear()  # a new kept trial is a new parent to build on
+        if (proposal is BASELINE and aborts) or aborts >= MAX_ABORTS_IN_A_ROW:
+            raise HarnessError(f"the evaluator failed {aborts} time(s) in a row; last: "
+                               f"{trial.excerpt[:300]}")
+        number += 1
+    summary.best = store.best(campaign.campaign_id, env.direction)
+    return summary
+
+
+def evaluate_recipe(settings: Settings, run_id: str | None = None,
+                    echo: Callable[[str], None] = print) -> Trial:
+    """Measure the environment's recipe as it is on disk, as one standalone trial.
+
+    It goes to its own experiment (default `autoresearch/<env>/evaluations`, never a campaign),
+    or into `run_id`, the run `mlflow run` opened for it; it takes no lease and recovers nothing.
+    """
+    env = load_environment(settings.environment, settings.profile)
+    store = MlflowStore(settings.tracking_uri)
+    if run_id:
+        experiment_id = store.campaign_of(run_id)
+        store.check_kind(experiment_id, tags.EVALUATIONS_KIND)
+    else:
+        experiment_id = store.open_campaign(
+            settings.experiment or f"autoresearch/{env.name}/evaluations", env,
+            tags.EVALUATIONS_KIND)
+    campaign = Campaign(env, settings, store, experiment_id, "standalone",
+                        _prepared_evaluator(env, settings), echo)
+    proposal = Proposal("baseline", "The recipe as it is on disk, measured on its own.", "", None,
+                        expected_delta=0.0)
+    trial, _ = campaign.run_one(0, proposal, "Standalone evaluation: no specialist.", run_id)
+    echo(lineage.progress_line(trial, trial if trial.score is not None else None))
+    return trial
+
+
+def open_campaign(settings: Settings, echo: Callable[[str], None]) -> Campaign:
+    """Load the environment, connect, take the lease, recover a gone loop's trials, prepare data.
+
+    The returned campaign holds the lease; release it with `campaign.lease.release()`.
+    """
+    env = load_environment(settings.environment, settings.profile)
+    store = MlflowStore(settings.tracking_uri)
+    name = settings.experiment or f"autoresearch/{env.name}"
+    campaign_id = store.open_campaign(name, env)
+    lease = store.acquire_lease(campaign_id, settings.take_over)
+    try:
+        for trial, marker in store.recover(campaign_id):
+            if marker:
+                reap(marker)
+            echo(f"t{trial.number:04d} was left running by a loop that is gone: recorded as "
+                 f"{trial.verdict}")
+        store.analyze()
+        evaluator = _prepared_evaluator(env, settings)
+        baseline = store.baseline(campaign_id)
+    except BaseException:
+        lease.release()
+        raise
+    return Campaign(env, settings, store, campaign_id, name, evaluator, echo, lease, baseline)
+
+
+def _prepared_evaluator(env: Environment, settings: Settings) -> CommandEvaluator:
+    evaluator = CommandEvaluator(env, settings.workdir.resolve() / "data")
+    evaluator.prepare(settings.workdir.resolve() / "logs")
+    return evaluator
+
+
+def _stop_reason(settings: Settings, number: int, started: float, last_keep: float,
+                 exhausted: set[str], roster: list, spent_usd: float) -> str:
+    now = time.monotonic()
+    if settings.max_cost_usd is not None and spent_usd >= settings.max_cost_usd:
+        return f"LLM cost cap ${settings.max_cost_usd:g} reached (${spent_usd:.4f} spent)"
+    if number > settings.trials:
+        return f"reached trial {settings.trials}"
+    if settings.deadline_minutes is not None and now - started > settings.deadline_minutes * 60:
+        return f"wall deadline of {settings.deadline_minutes:g} min"
+    if settings.grace_minutes is not None and now - last_keep > settings.grace_minutes * 60:
+        return f"no keep for {settings.grace_minutes:g} min"
+    if len(exhausted) == len(roster):
+        return "every specialist has exhausted its techniques"
+    return ""

@@ -1,0 +1,196 @@
+"""Processes the harness starts: one process group each, bounded from outside, dying with us.
+
+Every command (a seed's training run, the evaluator) runs under the guard (`_guard.py`) as the
+leader of a new session and process group. The life of one:
+
+1. `start` launches the guard; it waits for the word to go. The caller records the group
+   (`Group.marker`) where a later loop can find it, off the budget clock.
+2. `Child.go` starts the command and the clock. `Child.wait` waits up to the budget, then
+   SIGTERMs the group, SIGKILLs it `grace` seconds later, and always reaps stragglers.
+3. If anything goes wrong in between (an exception, Ctrl-C, SIGTERM turned into
+   KeyboardInterrupt by the CLI), `run` kills the group before re-raising. If the harness itself
+   dies (even by `kill -9`), the guard's parent-death signal kills the group (Linux).
+
+Not a sandbox: the command runs as the same user with the same files and network, and a process
+that leaves the group (`setsid`) escapes these kills. Call `start` from a thread that outlives
+the child: Linux sends the parent-death signal when the starting thread exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+GRACE_SECONDS = 5.0
+GUARD = Path(__file__).resolve().with_name("_guard.py")
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a command ended: exit code (negative = killed by that signal), whether we killed it."""
+
+    exit_code: int
+    timed_out: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Group:
+    """A process group the harness started: its id and its leader's start time in clock ticks,
+    so a recycled id is never mistaken for it."""
+
+    pgid: int
+    start_ticks: int
+
+    @property
+    def marker(self) -> str:
+        return f"{self.pgid}@{self.start_ticks}"
+
+    @classmethod
+    def from_marker(cls, marker: str) -> Group | None:
+        pgid, _, ticks = marker.partition("@")
+        return cls(int(pgid), int(ticks)) if pgid.isdigit() and ticks.isdigit() else None
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of harness children: this interpreter first on PATH, and no MLflow
+    variables at all (no tracking URI, run or experiment id): children write files, the
+    harness logs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra or {})
+    return env
+
+
+class Child:
+    """A started command waiting under its guard; see the module docstring."""
+
+    def __init__(self, proc: subprocess.Popen, grace: float):
+        self.proc = proc
+        self.group = Group(proc.pid, _start_ticks(proc.pid))
+        self.grace = grace
+        self.started: float | None = None
+
+    def go(self) -> None:
+        """Let the command run; its budget counts from now."""
+        self.started = time.monotonic()
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.close()
+
+    def wait(self, timeout: float | None) -> Finished:
+        """Wait up to `timeout` seconds from `go`; past it, kill the whole group."""
+        assert self.started is not None, "unreachable: wait() before go()"
+        remaining = None if timeout is None else max(0.0, self.started + timeout - time.monotonic())
+        try:
+            code = self.proc.wait(timeout=remaining)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            kill_group(self.proc.pid, self.grace)
+            code = self.proc.wait()
+            timed_out = True
+        seconds = time.monotonic() - self.started
+        kill_group(self.proc.pid, 0.0)  # stragglers the command left in its group
+        return Finished(code, timed_out, seconds)
+
+    def kill(self) -> None:
+        """SIGKILL the group at once (the harness is failing or was interrupted)."""
+        _signal_group(self.proc.pid, signal.SIGKILL)
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def start(argv: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr: Path,
+          grace: float = GRACE_SECONDS) -> Child:
+    """Launch `argv` under a guard, in a new session, output to files; it waits for `go`."""
+    guard = [sys.executable, "-I", "-S", str(GUARD), str(os.getpid()), "--", *argv]
+    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+        proc = subprocess.Popen(guard, cwd=cwd, env=env, stdout=out, stderr=err,
+                                stdin=subprocess.PIPE, start_new_session=True)
+    return Child(proc, grace)
+
+
+def run(argv: list[str], cwd: Path, timeout: float | None, stdout: Path, stderr: Path,
+        env: dict[str, str] | None = None, on_start: Callable[[Group], None] | None = None,
+        grace: float = GRACE_SECONDS) -> Finished:
+    """Run `argv` to completion or to its budget. `on_start(group)` runs before the command
+    starts; whatever fails from there on (including `on_start`) kills the group first."""
+    child = start(argv, cwd, env or child_env(), stdout, stderr, grace)
+    return supervise(child, timeout, on_start)
+
+
+def supervise(child: Child, timeout: float | None,
+              on_start: Callable[[Group], None] | None = None) -> Finished:
+    """Record, start and wait for a started child, killing it on any exception."""
+    try:
+        if on_start is not None:
+            on_start(child.group)
+        child.go()
+        return child.wait(timeout)
+    except BaseException:
+        child.kill()
+        raise
+
+
+def reap(marker: str) -> bool:
+    """Kill a group a dead loop recorded, if its leader is still the process that was recorded
+    (same id, same start time). Linux only; True if something was killed."""
+    group = Group.from_marker(marker)
+    if group is None or _start_ticks(group.pgid) != group.start_ticks:
+        return False
+    kill_group(group.pgid, GRACE_SECONDS)
+    return True
+
+
+def kill_group(pgid: int, grace: float) -> None:
+    """SIGTERM the process group, give it `grace` seconds, then SIGKILL whatever is left."""
+    if not _signal_group(pgid, signal.SIGTERM if grace > 0 else signal.SIGKILL):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _start_ticks(pid: int) -> int:
+    """A process's start time in clock ticks since boot (0 where /proc is unavailable)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a member of the group is alive; zombies (dead, not yet reaped) do not count."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False

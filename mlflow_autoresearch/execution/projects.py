@@ -1,0 +1,119 @@
+"""A trial's seeds as MLflow Project runs, each a cold process timed and bounded from outside.
+
+`TrialBackend` is an MLflow Projects backend: MLflow parses the environment's MLproject,
+validates and substitutes the entry point's parameters exactly as `mlflow run` does; the backend
+then starts the command under our process layer (its own group, a guard, output to files) and
+returns at once, so the harness records the group and enforces the budget. It is called directly
+rather than through `mlflow.projects.run`, which would also write tags to a tracking run: here
+only the store talks to tracking, and recipes get no MLflow run or tracking URI at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mlflow.entities import RunStatus
+from mlflow.projects.backend.abstract_backend import AbstractBackend
+from mlflow.projects.submitted_run import SubmittedRun
+from mlflow.projects.utils import fetch_and_validate_project, get_entry_point_command, load_project
+
+from ..environment import Environment
+from . import process
+
+HARNESS_FILE = "harness.json"
+logging.getLogger("mlflow.projects").setLevel(logging.WARNING)
+
+
+class TrialSubmittedRun(SubmittedRun):
+    """A launched entry point waiting under its guard; `process.supervise` starts and bounds it."""
+
+    def __init__(self, child: process.Child):
+        self.child = child
+
+    @property
+    def run_id(self) -> str:
+        return ""  # no tracking run: the store records the trial
+
+    def wait(self) -> bool:
+        return process.supervise(self.child, None).exit_code == 0
+
+    def get_status(self) -> str:
+        code = self.child.proc.poll()
+        if code is None:
+            return RunStatus.to_string(RunStatus.RUNNING)
+        return RunStatus.to_string(RunStatus.FINISHED if code == 0 else RunStatus.FAILED)
+
+    def cancel(self) -> None:
+        self.child.kill()
+
+
+class TrialBackend(AbstractBackend):
+    """Launches one entry point of a local project; backend_config keys: `stdout`, `stderr`
+    (log paths), `grace_seconds` (SIGTERM to SIGKILL), `env` (the child's whole environment)."""
+
+    def run(self, project_uri, entry_point, params, version, backend_config, tracking_uri,
+            experiment_id):
+        work_dir = fetch_and_validate_project(project_uri, version, entry_point, params)
+        command = get_entry_point_command(load_project(work_dir), entry_point, params, None)[0]
+        child = process.start(["bash", "-c", command], Path(work_dir), backend_config["env"],
+                              Path(backend_config["stdout"]), Path(backend_config["stderr"]),
+                              float(backend_config.get("grace_seconds", process.GRACE_SECONDS)))
+        return TrialSubmittedRun(child)
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    seed: int
+    wall_seconds: float
+    exit_code: int
+    timed_out: bool
+    out_dir: str
+    stdout: str
+    stderr: str
+
+
+def run_seeds(env: Environment, workspace: Path, run_dir: Path, data_dir: Path,
+              on_start: Callable[[process.Group], None] = lambda group: None,
+              grace: float = process.GRACE_SECONDS) -> list[SeedResult]:
+    """Run the entry point once per seed as a cold process; stop at the first failed seed.
+
+    Writes `run_dir/harness.json` (the evaluator's input, schema in evaluators/README.md) and
+    returns the per-seed results. `on_start(group)` records each process group before it runs.
+    """
+    results: list[SeedResult] = []
+    for seed in env.seeds:
+        seed_dir = run_dir / "seeds" / str(seed)
+        out_dir = seed_dir / "out"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        params = {**env.parameters, "seed": str(seed), "data_dir": str(data_dir),
+                  "out_dir": str(out_dir)}
+        submitted = TrialBackend().run(
+            str(workspace), env.entry_point, params, None,
+            {"stdout": str(seed_dir / "stdout.txt"), "stderr": str(seed_dir / "stderr.txt"),
+             "grace_seconds": grace, "env": process.child_env(env.child_env())}, None, None)
+        finished = process.supervise(submitted.child, env.train_seconds, on_start)
+        rel = seed_dir.relative_to(run_dir)
+        results.append(SeedResult(seed, round(finished.seconds, 4), finished.exit_code,
+                                  finished.timed_out, str(rel / "out"), str(rel / "stdout.txt"),
+                                  str(rel / "stderr.txt")))
+        if finished.timed_out or finished.exit_code != 0:
+            break
+    write_harness_file(env, run_dir, workspace, results)
+    return results
+
+
+def write_harness_file(env: Environment, run_dir: Path, workspace: Path,
+                       results: list[SeedResult]) -> None:
+    """`run_dir/harness.json`: what the evaluator is told about the seeds (schema 1)."""
+    payload = {
+        "schema": 1, "environment": env.name, "profile": env.profile,
+        "workspace": str(workspace.relative_to(run_dir)) if workspace.is_relative_to(run_dir)
+        else str(workspace),
+        "budgets": env.budgets, "gates": env.gates, "expected_seeds": list(env.seeds),
+        "seeds": [asdict(r) for r in results],
+    }
+    (run_dir / HARNESS_FILE).write_text(json.dumps(payload, indent=1))

@@ -1,0 +1,7 @@
+"""The system of record: the `TrialStore` protocol and its MLflow implementation, the only code
+in the package that talks to MLflow tracking."""
+
+from .base import Lease, StoredRun, TrialStore
+from .mlflow_store import MlflowStore
+
+__all__ = ["Lease", "MlflowStore", "StoredRun", "TrialStore"]

@@ -1,0 +1,485 @@
+"""`MlflowStore`: the system of record on MLflow tracking, and the only code that talks to it.
+
+One experiment per campaign, one run per trial whatever happened to it (the README's trial
+contract). A trial is written twice: `create_trial` when it starts (the proposal: tags, the diff,
+the context) and `finish_trial` when it ends (the verdict). The verdict's metrics and tags go in
+one final batch whose tags carry the label, so a run with a label is a whole trial result and a
+run without one is a trial in flight, or one a dead loop left, which `recover` relabels
+`harness_abort`. Every MLflow or connection fault surfaces as one `StoreError` line.
+
+Not thread-safe beyond the lease's heartbeat thread: one loop process writes a campaign, and the
+campaign lease (`acquire_lease`) makes sure of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sqlite3
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mlflow.entities import Metric, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from .. import tags
+from ..diffs import diff_lines, diff_sha
+from ..environment import Environment
+from ..errors import AutoresearchError, StoreError
+from ..lineage import SATURATION_WINDOW, LineageView, lineage_path
+from ..records import Decision, Direction, FailureLabel, Outcome, Proposal, Trial, TrialResult
+from . import _search
+from ._lease import Lease, acquire
+from ._records import cap, cap_path, quote, trial_from_run
+from ._render import render_evaluation, render_note
+from .base import StoredRun
+
+PROBE_SECONDS = 5.0
+MAX_AGENT_KEYS = 40  # a proposal's own tags and metrics, each (the final batch must stay one)
+_OURS = (tags.MLFLOW_PARENT, tags.MLFLOW_NOTE, tags.MLFLOW_RUN_NAME)
+
+
+def _faults_as_store_errors(cls):
+    """Wrap every public method so MLflow and connection faults become one-line StoreErrors."""
+    def wrap(method):
+        @functools.wraps(method)
+        def wrapped(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except AutoresearchError:
+                raise
+            except (MlflowException, OSError, sqlite3.Error) as exc:
+                detail = " ".join(str(exc).split()) or type(exc).__name__
+                raise StoreError(f"the tracking store at {self.uri} failed: {detail}") from exc
+        return wrapped
+    for name, value in list(vars(cls).items()):
+        if callable(value) and not name.startswith("_"):
+            setattr(cls, name, wrap(value))
+    return cls
+
+
+@_faults_as_store_errors
+class MlflowStore:
+    """The campaign's runs in an MLflow tracking store (SQLite file, server, database).
+
+    Args:
+        tracking_uri: None means `sqlite:///mlflow.db` in the working directory.
+        must_exist: for read-only commands: a SQLite file that does not exist is an error,
+            never created empty.
+
+    Raises:
+        StoreError: no server answers at an http(s) URI within PROBE_SECONDS, or `must_exist`
+            and there is no store.
+    """
+
+    def __init__(self, tracking_uri: str | None = None, must_exist: bool = False):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        self.uri = tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+        _probe(self.uri, must_exist)
+        self.client = MlflowClient(self.uri)
+        self._leases: dict[str, Lease] = {}
+        self._names: dict[str, str] = {}
+        # run id -> what the harness wrote at the start, to find what else wrote into the run
+        self._written: dict[str, tuple[dict[str, str], dict[str, float]]] = {}
+
+    # ---- campaigns ------------------------------------------------------------------------
+
+    def open_campaign(self, name: str, env: Environment, kind: str = tags.CAMPAIGN_KIND) -> str:
+        """The experiment id of campaign (or evaluations experiment) `name`, created on first use.
+
+        Raises:
+            AutoresearchError: `name` holds the other kind (a campaign is never a place for
+                standalone evaluations, nor the reverse).
+        """
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            banner = (f"Auto-research {'campaign' if kind == tags.CAMPAIGN_KIND else 'evaluations'}"
+                      f" on **{env.name}** ({env.profile}): {env.direction.value} "
+                      f"`{env.score_metric}`, keep margin {env.min_delta:g}. Each run is one "
+                      f"trial; the run tree is the lineage tree.")
+            return self.client.create_experiment(name, tags={
+                tags.KIND: kind, tags.ENVIRONMENT: env.name, tags.PROFILE: env.profile,
+                tags.DIRECTION: env.direction.value, tags.MLFLOW_NOTE: banner})
+        self._check_kind(found.experiment_id, name, kind)
+        return found.experiment_id
+
+    def check_kind(self, experiment_id: str, kind: str) -> None:
+        """Raise AutoresearchError when `experiment_id` holds the other kind of runs."""
+        self._check_kind(experiment_id, self.client.get_experiment(experiment_id).name, kind)
+
+    def _check_kind(self, experiment_id: str, name: str, kind: str) -> None:
+        found = _kind(self.client.get_experiment(experiment_id).tags)
+        if kind == tags.EVALUATIONS_KIND and found == tags.CAMPAIGN_KIND:
+            raise AutoresearchError(
+                f"experiment {name!r} is a campaign: standalone evaluations never go into one; "
+                f"leave out --experiment (default autoresearch/<env>/evaluations)")
+        if kind == tags.CAMPAIGN_KIND and found == tags.EVALUATIONS_KIND:
+            raise AutoresearchError(f"experiment {name!r} holds standalone evaluations, not a "
+                                    f"campaign; name another --experiment")
+
+    def campaigns(self, name: str | None = None) -> list[tuple[str, str]]:
+        """(experiment id, name) of every campaign in the store, or of the one named."""
+        query = f"tags.`{tags.ENVIRONMENT}` LIKE '%'"
+        if name:
+            query += f" and name = {quote(name)}"
+        found = self.client.search_experiments(filter_string=query, max_results=1000)
+        return [(e.experiment_id, e.name) for e in found if _kind(e.tags) == tags.CAMPAIGN_KIND]
+
+    def campaign_of(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.experiment_id
+
+    def direction(self, campaign_id: str) -> Direction:
+        raw = self.client.get_experiment(campaign_id).tags.get(tags.DIRECTION, "minimize")
+        return Direction(raw)
+
+    def analyze(self) -> None:
+        """Refresh SQLite's planner statistics: MLflow never does, and un-analyzed stores pick
+        nested loops that make best-score queries 70x slower at 10,000 runs."""
+        if self.uri.startswith("sqlite:///"):
+            with sqlite3.connect(self.uri[len("sqlite:///"):], timeout=20) as db:
+                db.execute("ANALYZE")
+
+    def acquire_lease(self, campaign_id: str, take_over: bool = False) -> Lease:
+        """Hold the campaign for this loop until `Lease.release` (see `_lease`)."""
+        name = self._name(campaign_id)
+        lease = acquire(self.client, campaign_id, name, take_over)
+        self._leases[campaign_id] = lease
+        return lease
+
+    def recover(self, campaign_id: str) -> list[tuple[Trial, str]]:
+        """Close the trials a gone loop left RUNNING; returns each with the process group it
+        recorded ("" if none), for the caller to reap.
+
+        Call while holding the lease: any RUNNING trial another loop opened is then stale (its
+        heartbeat stopped, or its holder died here). One whose final batch was written keeps its
+        verdict and only gets its status; one without is relabelled `harness_abort`, any score
+        it had masked. A finished run is never touched.
+        """
+        lease = self._leases[campaign_id]
+        ended = lease.previous.heartbeat if lease.previous else time.time()
+        recovered = []
+        for run in _search.running(self.client, campaign_id):
+            if run.data.tags.get(tags.LEASE_TOKEN) == lease.token:
+                continue
+            if tags.LABEL in run.data.tags:
+                label = FailureLabel.from_tag(run.data.tags[tags.LABEL])
+                self.client.set_terminated(run.info.run_id, _status(label, False))
+            else:
+                self._abort_orphan(run, ended)
+            recovered.append((self.get_trial(run.info.run_id), run.data.tags.get(tags.PID, "")))
+        return recovered
+
+    def _abort_orphan(self, run, ended: float) -> None:
+        run_id, t = run.info.run_id, run.data.tags
+        why = "the loop died while this trial ran; relabelled when a loop took the campaign over"
+        outcome = Outcome(FailureLabel.HARNESS_ABORT, excerpt=why)
+        proposal = _stub_proposal(t)
+        seconds = max(0.0, ended - (run.info.start_time or 0) / 1000)
+        self.client.log_text(run_id, render_evaluation(outcome, None, None), tags.EVALUATION)
+        self.client.log_text(run_id, why + "\n", f"{tags.LOGS_DIR}/harness.txt")
+        metrics = {tags.FAILURE_CODE: float(FailureLabel.HARNESS_ABORT),
+                   tags.TRIAL_SECONDS: round(seconds, 4), tags.HARNESS_SECONDS: round(seconds, 4)}
+        masked = [k for k in (tags.SCORE, tags.DELTA_VS_BEST) if k in run.data.metrics]
+        step = self._next_step(run_id, masked) if masked else 0
+        metrics.update({k: math.nan for k in masked})
+        number = int(t.get(tags.TRIAL, "-1"))
+        final = {tags.LABEL: outcome.label.tag, tags.EXCERPT: why,
+                 tags.MLFLOW_NOTE: render_note(number, proposal, outcome, None, None)}
+        self._final_batch(run_id, metrics, final, step)
+        self.client.set_terminated(run_id, _status(FailureLabel.HARNESS_ABORT, False))
+
+    # ---- one trial ------------------------------------------------------------------------
+
+    def next_number(self, campaign_id: str) -> int:
+        return _search.next_number(self.client, campaign_id)
+
+    def create_trial(self, campaign_id: str, env: Environment, number: int, proposal: Proposal,
+                     context: str, run_id: str | None = None) -> str:
+        """Open the trial's run (RUNNING) with the proposal: tags, the diff and the context the
+        specialist saw. `run_id` adopts a run someone else opened (`mlflow run`)."""
+        lease = self._leases.get(campaign_id)
+        if lease is not None:
+            lease.verify()
+        parent_path = ""
+        if proposal.parent_id:
+            parent_path = self.client.get_run(proposal.parent_id).data.tags.get(tags.LINEAGE_PATH, "")
+        run_tags = {
+            tags.SCHEMA_VERSION: tags.SCHEMA, tags.ENVIRONMENT: env.name,
+            tags.CAMPAIGN: self._name(campaign_id), tags.PROFILE: env.profile,
+            tags.TRIAL: str(number), tags.SPECIALIST: proposal.specialist,
+            tags.HYPOTHESIS: cap(proposal.hypothesis), tags.NOTES: cap(proposal.notes),
+            tags.EXPECTED_DELTA: f"{proposal.expected_delta:g}"
+            if proposal.expected_delta is not None else "unknown",
+            tags.DIFF_SHA: diff_sha(proposal.diff),
+            tags.LINEAGE_PATH: cap_path(lineage_path(proposal.parent_id, parent_path)),
+            tags.MLFLOW_RUN_NAME: f"t{number:04d}-{proposal.specialist}",
+        }
+        if run_id is None:  # an adopted `mlflow run` keeps the entry point it was started with
+            run_tags[tags.MLFLOW_ENTRY_POINT] = env.entry_point
+        if lease is not None:
+            run_tags[tags.LEASE_TOKEN] = lease.token
+        if proposal.parent_id:
+            run_tags[tags.PARENT] = run_tags[tags.MLFLOW_PARENT] = proposal.parent_id
+        if proposal.retry_of:
+            run_tags[tags.RETRY_OF] = proposal.retry_of
+        if len(proposal.tags) > MAX_AGENT_KEYS or len(proposal.metrics) > MAX_AGENT_KEYS:
+            raise AutoresearchError(f"a proposal may carry at most {MAX_AGENT_KEYS} tags and "
+                                    f"{MAX_AGENT_KEYS} metrics of its own")
+        run_tags.update({f"{tags.AGENT_TAG_PREFIX}{k}": cap(v) for k, v in proposal.tags.items()})
+        metrics = {tags.TRIAL_NUMBER: float(number), tags.DIFF_LINES: float(diff_lines(proposal.diff))}
+        if run_id is None:
+            run_id = self.client.create_run(campaign_id, run_name=run_tags[tags.MLFLOW_RUN_NAME],
+                                            tags=run_tags).info.run_id
+        else:
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in run_tags.items()])
+        self.client.log_batch(run_id, metrics=[_metric(k, v) for k, v in metrics.items()])
+        self._written[run_id] = (run_tags, metrics)
+        self.client.log_text(run_id, proposal.diff, tags.PATCH)
+        self.client.log_text(run_id, proposal.diff, tags.PATCH_PREVIEW)
+        self.client.log_text(run_id, context, tags.CONTEXT)
+        for name, text in proposal.artifacts.items():
+            self.client.log_text(run_id, text, f"{tags.ARTIFACT_DIR}/{name}")
+        return run_id
+
+    def record_processes(self, run_id: str, marker: str) -> None:
+        """Record the process group running now, so a loop that takes over can reap it."""
+        self.client.set_tag(run_id, tags.PID, marker)
+        self._written[run_id][0][tags.PID] = marker
+
+    def find_tampering(self, run_id: str) -> list[str]:
+        """Keys that something other than the harness wrote into the trial's run: harness tags
+        with another value (or removed), new `autoresearch.*` tags, any metric. Checked by
+        value: a recipe must not write its own verdict, number or lineage."""
+        written_tags, written_metrics = self._written[run_id]
+        run = self.client.get_run(run_id)
+        found = [f"tag {k!r}" for k, v in run.data.tags.items()
+                 if (k.startswith(tags.PREFIX) or k in _OURS) and written_tags.get(k) != v]
+        found += [f"tag {k!r} (removed)" for k in written_tags if k not in run.data.tags]
+        found += [f"metric {k!r}" for k, v in run.data.metrics.items()
+                  if written_metrics.get(k) != v]
+        return sorted(found)
+
+    def finish_trial(self, run_id: str, number: int, proposal: Proposal, result: TrialResult,
+                     decision: Decision | None, delta: float | None,
+                     tampered: list[str] = ()) -> Trial:
+        """Record the verdict: the recipe as it ran, the evaluation, the logs, then one final
+        batch (metrics, then every harness tag rewritten with its value and the label), then the
+        run's status: FINISHED, or FAILED for harness_abort, KILLED when the user interrupted.
+
+        Raises:
+            StoreError: the run is no longer RUNNING (a finished run is never rewritten).
+            LeaseError: another loop took the campaign over.
+        """
+        run = self.client.get_run(run_id)
+        lease = self._leases.get(run.info.experiment_id)
+        if lease is not None:
+            lease.verify()
+        if run.info.status != "RUNNING":
+            raise StoreError(f"t{number:04d} ({run_id}) is already {run.info.status}: a finished "
+                             f"run is never rewritten")
+        outcome = result.outcome
+        metrics = {**outcome.metrics,
+                   **{f"{tags.AGENT_METRIC_PREFIX}{k}": v for k, v in proposal.metrics.items()},
+                   tags.TRIAL_NUMBER: float(number), tags.DIFF_LINES: float(result.diff_lines),
+                   tags.TRIAL_SECONDS: round(result.trial_seconds, 4),
+                   tags.HARNESS_SECONDS: round(result.harness_seconds, 4),
+                   tags.FAILURE_CODE: float(outcome.label)}
+        if outcome.label is FailureLabel.OK:
+            metrics[tags.SCORE] = float(outcome.score)
+        if delta is not None:
+            metrics[tags.DELTA_VS_BEST] = delta
+        step = 0
+        if tampered:  # outrank whatever the recipe logged; mask a score it may have written
+            written = [k for k in run.data.metrics if k in metrics or k == tags.SCORE]
+            step = self._next_step(run_id, written)
+            metrics.setdefault(tags.SCORE, math.nan)
+        for rel, text in result.recipe.items():
+            self.client.log_text(run_id, text, f"{tags.RECIPE_DIR}/{rel}")
+        self.client.log_text(run_id, render_evaluation(outcome, decision, delta, result),
+                             tags.EVALUATION)
+        logs = {"harness.txt": _harness_log(outcome, result, tampered), **result.logs}
+        for name, text in logs.items():
+            self.client.log_text(run_id, text, f"{tags.LOGS_DIR}/{name}")
+        final = {**self._written.pop(run_id, ({}, {}))[0], tags.LABEL: outcome.label.tag,
+                 tags.EXCERPT: cap(outcome.excerpt),
+                 tags.MLFLOW_NOTE: render_note(number, proposal, outcome, decision, delta)}
+        if decision is not None:
+            final[tags.DECISION] = decision.value
+        for key in run.data.tags if tampered else ():  # keys the harness never wrote go
+            if (key.startswith(tags.PREFIX) or key in _OURS) and key not in final:
+                self.client.delete_tag(run_id, key)
+        self._final_batch(run_id, metrics, final, step)
+        self.client.set_terminated(run_id, _status(outcome.label, result.killed))
+        return self.get_trial(run_id)
+
+    def _final_batch(self, run_id: str, metrics: dict[str, float], final_tags: dict[str, str],
+                     step: int) -> None:
+        """One log_batch: MLflow commits its metrics, then its tags; the label is in the tags."""
+        self.client.log_batch(run_id, metrics=[_metric(k, v, step) for k, v in metrics.items()],
+                              tags=[RunTag(k, v) for k, v in final_tags.items()])
+
+    def _next_step(self, run_id: str, keys: list[str]) -> int:
+        steps = [m.step for k in keys for m in self.client.get_metric_history(run_id, k)]
+        return max(steps, default=-1) + 1
+
+    # ---- reading back ---------------------------------------------------------------------
+
+    def get_trial(self, run_id: str) -> Trial:
+        return trial_from_run(self.client.get_run(run_id))
+
+    def load_recipe(self, run_id: str, editable: tuple[str, ...]) -> dict[str, str]:
+        """The editable surface a trial ran, read back from its `trial/recipe/` artifacts."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(self.client.download_artifacts(run_id, tags.RECIPE_DIR, tmp))
+            return {rel: (local / rel).read_text() for rel in editable}
+
+    def read_text(self, run_id: str, path: str) -> str:
+        """One text artifact of a run, e.g. `trial/evaluation.json`."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(self.client.download_artifacts(run_id, path, tmp)).read_text()
+
+    def load_proposal(self, run_id: str) -> Proposal:
+        """A trial's proposal as it was recorded, marked as a retry of that trial."""
+        t = self.client.get_run(run_id).data.tags
+        diff = self.read_text(run_id, tags.PATCH)
+        expected = t.get(tags.EXPECTED_DELTA, "")
+        agent_tags = {k[len(tags.AGENT_TAG_PREFIX):]: v for k, v in t.items()
+                      if k.startswith(tags.AGENT_TAG_PREFIX)}
+        return Proposal(t[tags.SPECIALIST], t[tags.HYPOTHESIS], diff, t.get(tags.PARENT),
+                        _float_or_none(expected), t.get(tags.NOTES, ""), tags=agent_tags,
+                        retry_of=run_id)
+
+    def raw(self, run_id: str) -> StoredRun:
+        """Everything MLflow holds for a run, for audits and contract checks."""
+        run = self.client.get_run(run_id)
+        paths, folders = [], [""]
+        while folders:
+            for item in self.client.list_artifacts(run_id, folders.pop() or None):
+                (folders if item.is_dir else paths).append(item.path)
+        return StoredRun(run_id, run.info.run_name, run.info.status, dict(run.data.tags),
+                         dict(run.data.metrics), tuple(sorted(paths)))
+
+    # ---- queries --------------------------------------------------------------------------
+
+    def best(self, campaign_id: str, direction: Direction) -> Trial | None:
+        board = _search.leaderboard_runs(self.client, campaign_id, direction, 1)
+        return trial_from_run(board[0]) if board else None
+
+    def baseline(self, campaign_id: str) -> Trial | None:
+        """The measured baseline: the newest baseline trial the harness could vouch for."""
+        found = _search.recent(self.client, campaign_id, 1, "baseline")
+        return found[0] if found else None
+
+    def view(self, campaign_id: str, direction: Direction, specialist: str,
+             baseline: Trial | None) -> LineageView:
+        """Everything a specialist sees in one turn, from bounded queries (4 of them, mostly)."""
+        board = _search.leaderboard_runs(self.client, campaign_id, direction)
+        best = board[0] if board else None
+        recent, mine = _search.recent_and_mine(self.client, campaign_id, specialist,
+                                               SATURATION_WINDOW)
+        return LineageView(
+            baseline=baseline,
+            leaderboard=tuple(trial_from_run(r) for r in board),
+            best_chain=tuple(_search.chain(self.client, best, board)) if best else (),
+            best_children=tuple(_search.children(self.client, campaign_id,
+                                                 best.info.run_id, 50)) if best else (),
+            recent=tuple(recent),
+            mine=tuple(mine),
+        )
+
+    def leaderboard(self, campaign_id: str, direction: Direction, limit: int = 20) -> list[Trial]:
+        return _search.leaderboard(self.client, campaign_id, direction, limit)
+
+    def ancestors(self, run_id: str) -> list[Trial]:
+        return _search.ancestors(self.client, run_id)
+
+    def children(self, campaign_id: str, run_id: str, limit: int = 100) -> list[Trial]:
+        return _search.children(self.client, campaign_id, run_id, limit)
+
+    def recent(self, campaign_id: str, limit: int = _search.RECENT,
+               specialist: str | None = None) -> list[Trial]:
+        return _search.recent(self.client, campaign_id, limit, specialist)
+
+    def trials(self, campaign_id: str) -> list[Trial]:
+        return _search.all_trials(self.client, campaign_id)
+
+    def pending_retries(self, campaign_id: str) -> list[Trial]:
+        return _search.pending_retries(self.client, campaign_id)
+
+    def llm_spend(self, campaign_id: str) -> float:
+        return _search.llm_spend(self.client, campaign_id)
+
+    def _name(self, experiment_id: str) -> str:
+        if experiment_id not in self._names:
+            self._names[experiment_id] = self.client.get_experiment(experiment_id).name
+        return self._names[experiment_id]
+
+
+def _probe(uri: str, must_exist: bool) -> None:
+    """Fail in seconds, with one line, when the store is not there (MLflow's own HTTP retries
+    take minutes to give up; they stay on for faults during a campaign)."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+        try:
+            urllib.request.urlopen(url, timeout=PROBE_SECONDS).close()
+        except urllib.error.HTTPError:
+            return  # it answered: auth and the rest are MLflow's business
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise StoreError(f"no MLflow tracking server answers at {uri} ({reason}); start one "
+                             f"(mlflow server --workers 1) or fix --tracking-uri") from None
+    elif parsed.scheme == "sqlite" and must_exist:
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_file():
+            raise StoreError(f"there is no tracking store at {uri}: nothing was recorded there "
+                             f"yet; run a campaign first (autoresearch run ENV) or pass "
+                             f"--tracking-uri")
+
+
+def _kind(experiment_tags: dict[str, str]) -> str | None:
+    """An experiment's kind; campaigns of schema 1 carry only the environment tag."""
+    if tags.KIND in experiment_tags:
+        return experiment_tags[tags.KIND]
+    return tags.CAMPAIGN_KIND if tags.ENVIRONMENT in experiment_tags else None
+
+
+def _status(label: FailureLabel, killed: bool) -> str:
+    if killed:
+        return RunStatus.to_string(RunStatus.KILLED)
+    failed = label is FailureLabel.HARNESS_ABORT
+    return RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
+
+
+def _stub_proposal(t: dict[str, str]) -> Proposal:
+    """Enough of a recorded proposal to describe its trial (no artifacts read)."""
+    return Proposal(t.get(tags.SPECIALIST) or "unknown", t.get(tags.HYPOTHESIS) or "(unknown)",
+                    "", None, retry_of=t.get(tags.RETRY_OF))
+
+
+def _harness_log(outcome: Outcome, result: TrialResult, tampered: list[str]) -> str:
+    lines = [f"label {outcome.label.tag}; trial {result.trial_seconds:.2f} s, recipe "
+             f"{result.recipe_seconds:.2f} s, harness {result.harness_seconds:.2f} s"]
+    if tampered:
+        lines.append("written into the run by something else, rewritten: " + ", ".join(tampered))
+    if result.error is not None:
+        lines.append(f"stopped by {result.error!r}")
+    return "\n".join(lines) + "\n"
+
+
+def _metric(key: str, value: float, step: int = 0) -> Metric:
+    return Metric(key, value, int(time.time() * 1000), step)
+
+
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None

@@ -1,0 +1,188 @@
+"""`TrialStoreContract`: the conformance suite every `TrialStore` implementation runs.
+
+Subclass it in a test module and give it a `store` fixture that returns a fresh, empty store
+(and `store_factory`, a callable that opens a second handle on the same store, as a second loop
+process would):
+
+    class TestMyStore(TrialStoreContract):
+        @pytest.fixture
+        def store_factory(self, tmp_path):
+            return lambda: MyStore(tmp_path / "db")
+
+The store may be shared between tests (a server started once): every test uses its own campaign
+names.
+
+tests/test_store.py runs it on MLflow over a SQLite file and over a loopback `mlflow server`.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .. import tags
+from ..environment import Environment
+from ..errors import LeaseError, StoreError
+from ..records import (Decision, Direction, FailureLabel, Outcome, Proposal, Trial,
+                       TrialResult)
+from ..store import TrialStore
+
+RECIPE = {"recipe/r.py": "X = 1\n"}
+DIFF = "--- a/recipe/r.py\n+++ b/recipe/r.py\n@@ -1 +1 @@\n-X = 1\n+X = 2\n"
+
+
+def contract_environment(root: Path) -> Environment:
+    """A minimal environment value for records (nothing is run)."""
+    return Environment(name="contract", root=root, profile="tiny", entry_point="train",
+                       editable=tuple(RECIPE), protected=(), evaluator=root / "evaluator.py",
+                       score_metric="loss", direction=Direction.MINIMIZE, min_delta=0.0,
+                       seeds=(0,), train_seconds=10.0, eval_seconds=10.0)
+
+
+def _result(label: FailureLabel, score: float | None = None, **kw) -> TrialResult:
+    outcome = Outcome(label, score=score, metrics={"loss": score} if score is not None else {})
+    return TrialResult(outcome, dict(RECIPE), {"seed.txt": "trained\n"}, 2, 1.5, 1.0, **kw)
+
+
+class TrialStoreContract:
+    """What the campaign loop relies on; see store/base.py for the protocol."""
+
+    @pytest.fixture
+    def store_factory(self) -> Callable[[], TrialStore]:
+        raise NotImplementedError("subclass TrialStoreContract and define store_factory")
+
+    @pytest.fixture
+    def store(self, store_factory) -> TrialStore:
+        return store_factory()
+
+    @pytest.fixture
+    def env(self, tmp_path) -> Environment:
+        return contract_environment(tmp_path)
+
+    @pytest.fixture
+    def name(self) -> str:
+        """A campaign name no other test uses (a store may be shared between tests)."""
+        return f"contract-{uuid.uuid4().hex[:12]}"
+
+    @pytest.fixture
+    def campaign(self, store, env, name) -> str:
+        campaign_id = store.open_campaign(name, env)
+        lease = store.acquire_lease(campaign_id)
+        yield campaign_id
+        lease.release()
+
+    def _trial(self, store, env, campaign, number, label, score=None, parent=None,
+               specialist="opt", decision=None) -> Trial:
+        proposal = (Proposal("baseline", "as shipped", "", None, expected_delta=0.0)
+                    if parent is None else Proposal(specialist, f"idea {number}", DIFF, parent, -0.1))
+        run_id = store.create_trial(campaign, env, number, proposal, f"context {number}")
+        return store.finish_trial(run_id, number, proposal, _result(label, score), decision, None)
+
+    def test_a_campaign_opens_once_by_name(self, store, env, name):
+        first = store.open_campaign(name, env)
+        assert store.open_campaign(name, env) == first
+        assert store.campaigns(name) == [(first, name)]
+        assert store.campaigns(name + "-none") == []
+        assert store.direction(first) is Direction.MINIMIZE
+
+    def test_a_trial_is_running_until_finished_then_never_rewritten(self, store, env, campaign):
+        proposal = Proposal("baseline", "as shipped", "", None, expected_delta=0.0)
+        run_id = store.create_trial(campaign, env, 0, proposal, "the context")
+        running = store.get_trial(run_id)
+        assert running.status == "RUNNING" and running.label is None and running.number == 0
+        assert store.read_text(run_id, tags.CONTEXT) == "the context"
+        done = store.finish_trial(run_id, 0, proposal, _result(FailureLabel.OK, 3.0),
+                                  Decision.BASELINE, None)
+        assert (done.status, done.label, done.score, done.decision) == \
+            ("FINISHED", FailureLabel.OK, 3.0, Decision.BASELINE)
+        assert store.load_recipe(run_id, tuple(RECIPE)) == RECIPE
+        with pytest.raises(StoreError, match="never rewritten"):
+            store.finish_trial(run_id, 0, proposal, _result(FailureLabel.CRASH), None, None)
+
+    def test_failed_trials_carry_no_score_and_aborts_are_failed_runs(self, store, env, campaign):
+        base = self._trial(store, env, campaign, 0, FailureLabel.OK, 3.0, decision=Decision.BASELINE)
+        crash = self._trial(store, env, campaign, 1, FailureLabel.CRASH, parent=base.run_id)
+        abort = self._trial(store, env, campaign, 2, FailureLabel.HARNESS_ABORT, parent=base.run_id)
+        assert crash.score is None and crash.status == "FINISHED"
+        assert abort.status == "FAILED"
+        raw = store.raw(crash.run_id)
+        assert tags.SCORE not in raw.metrics and raw.metrics[tags.FAILURE_CODE] == 1
+        assert raw.tags[tags.PARENT] == base.run_id
+
+    def test_numbering_is_max_plus_one(self, store, env, campaign):
+        assert store.next_number(campaign) == 0
+        base = self._trial(store, env, campaign, 0, FailureLabel.OK, 3.0, decision=Decision.BASELINE)
+        self._trial(store, env, campaign, 7, FailureLabel.CRASH, parent=base.run_id)
+        self._trial(store, env, campaign, 3, FailureLabel.CRASH, parent=base.run_id)
+        assert store.next_number(campaign) == 8
+
+    def test_queries_rank_and_hide_what_they_should(self, store, env, campaign):
+        base = self._trial(store, env, campaign, 0, FailureLabel.OK, 3.0, decision=Decision.BASELINE)
+        kept = self._trial(store, env, campaign, 1, FailureLabel.OK, 2.0, base.run_id,
+                           decision=Decision.KEEP)
+        self._trial(store, env, campaign, 2, FailureLabel.OK, 2.5, kept.run_id, "sched",
+                    decision=Decision.DISCARD)
+        self._trial(store, env, campaign, 3, FailureLabel.HARNESS_ABORT, parent=kept.run_id)
+        running = store.create_trial(campaign, env, 4, Proposal("opt", "x", DIFF, kept.run_id),
+                                     "")
+        board = store.leaderboard(campaign, Direction.MINIMIZE)
+        assert [t.number for t in board] == [1, 0]
+        assert store.best(campaign, Direction.MINIMIZE).number == 1
+        assert [t.number for t in store.ancestors(kept.run_id)] == [0, 1]
+        assert {t.number for t in store.children(campaign, kept.run_id)} == {2, 3, 4}
+        assert [t.number for t in store.recent(campaign)] == [2, 1, 0]
+        assert [t.number for t in store.recent(campaign, specialist="sched")] == [2]
+        assert store.baseline(campaign).number == 0
+        view = store.view(campaign, Direction.MINIMIZE, "opt", store.baseline(campaign))
+        assert view.best.number == 1 and [t.number for t in view.best_chain] == [0, 1]
+        assert {t.number for t in store.trials(campaign)} == {0, 1, 2, 3, 4}
+        assert store.get_trial(running).label is None
+
+    def test_a_second_loop_cannot_take_a_held_campaign(self, store_factory, store, env, name):
+        campaign = store.open_campaign(name, env)
+        lease = store.acquire_lease(campaign)
+        other = store_factory()
+        with pytest.raises(LeaseError, match="held by another loop"):
+            other.acquire_lease(campaign)
+        lease.release()
+        other.acquire_lease(campaign).release()
+
+    def test_a_gone_loops_trials_are_recovered_and_retried_once(self, store_factory, store, env,
+                                                                 name):
+        campaign = store.open_campaign(name, env)
+        lease = store.acquire_lease(campaign)
+        base = self._trial(store, env, campaign, 0, FailureLabel.OK, 3.0, decision=Decision.BASELINE)
+        proposal = Proposal("opt", "left running", DIFF, base.run_id, -0.2, "notes", tags={"m": "x"})
+        orphan = store.create_trial(campaign, env, 1, proposal, "")
+        store.record_processes(orphan, "12345@678")
+        lease.release()  # the loop is gone; its trial is still RUNNING
+        second = store_factory()
+        second.acquire_lease(campaign)
+        ((trial, marker),) = second.recover(campaign)
+        assert (trial.run_id, trial.label, trial.status, marker) == \
+            (orphan, FailureLabel.HARNESS_ABORT, "FAILED", "12345@678")
+        assert second.recover(campaign) == []  # a finished run is never touched again
+        (pending,) = second.pending_retries(campaign)
+        retry = second.load_proposal(pending.run_id)
+        assert (retry.specialist, retry.hypothesis, retry.diff, retry.parent_id,
+                retry.expected_delta, retry.retry_of, retry.tags) == \
+            ("opt", "left running", DIFF, base.run_id, -0.2, orphan, {"m": "x"})
+        rerun = second.create_trial(campaign, env, 2, retry, "")
+        second.finish_trial(rerun, 2, retry, _result(FailureLabel.CRASH), None, None)
+        assert second.pending_retries(campaign) == []
+        assert second.get_trial(rerun).retry_of == orphan
+
+    def test_a_proposals_own_keys_are_namespaced(self, store, env, campaign):
+        base = self._trial(store, env, campaign, 0, FailureLabel.OK, 3.0, decision=Decision.BASELINE)
+        proposal = Proposal("opt", "priced", DIFF, base.run_id, tags={"label": "ok"},
+                            metrics={tags.LLM_COST_USD: 0.25, "score": -1.0})
+        run_id = store.create_trial(campaign, env, 1, proposal, "")
+        store.finish_trial(run_id, 1, proposal, _result(FailureLabel.CRASH), None, None)
+        raw = store.raw(run_id)
+        assert raw.tags[tags.LABEL] == "crash" and tags.SCORE not in raw.metrics
+        assert raw.tags[tags.AGENT_TAG_PREFIX + "label"] == "ok"
+        assert math.isclose(store.llm_spend(campaign), 0.25)
