@@ -181,15 +181,19 @@ def test_a_proposals_own_keys_cannot_override_the_harness(toy_env, store, tmp_pa
     assert run.metrics["agent.score"] == -1.0
 
 
+@pytest.mark.parametrize("fault", ["after the metrics", "after the verdict"])
 def test_a_store_fault_while_recording_leaves_no_half_trial(toy_env, store, tmp_path,
-                                                            monkeypatch):
-    """The verdict's tags (with the label) are the last write; a fault before them leaves a
-    run that is not a result, and the next start recovers it as harness_abort, score masked."""
+                                                            monkeypatch, fault):
+    """The run's final status is the last write; a fault before it leaves a run that no query
+    counts, and the next start recovers it as harness_abort, score masked, decision removed."""
     class FailingStore(MlflowStore):
         def _final_batch(self, run_id, metrics, final_tags, step):
-            self.client.log_batch(run_id, metrics=[Metric(k, v, 0, step)
-                                                   for k, v in metrics.items()])
-            raise OSError("disk went away after the metrics")
+            if fault == "after the metrics":
+                self.client.log_batch(run_id, metrics=[Metric(k, v, 0, step)
+                                                       for k, v in metrics.items()])
+            else:
+                super()._final_batch(run_id, metrics, final_tags, step)
+            raise OSError(f"disk went away {fault}")
 
     monkeypatch.setattr(campaign_module, "MlflowStore", FailingStore)
     with pytest.raises(StoreError, match="disk went away"):
@@ -197,8 +201,8 @@ def test_a_store_fault_while_recording_leaves_no_half_trial(toy_env, store, tmp_
     monkeypatch.undo()
     client = MlflowClient(store)
     half = client.search_runs([client.get_experiment_by_name("autoresearch/toy").experiment_id])[0]
-    assert half.info.status == "RUNNING" and tags.LABEL not in half.data.tags
-    assert half.data.metrics[tags.SCORE] > 0  # written before the fault
+    assert half.info.status == "RUNNING" and half.data.metrics[tags.SCORE] > 0
+    assert (tags.DECISION in half.data.tags) == (fault == "after the verdict")
     s = MlflowStore(store)
     assert s.leaderboard(half.info.experiment_id, Direction.MINIMIZE) == []
     assert s.trials(half.info.experiment_id)[0].verdict == "running"

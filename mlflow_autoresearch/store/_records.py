@@ -23,11 +23,12 @@ def tag_is(key: str, value: str) -> str:
 
 
 def trial_from_run(run: Run) -> Trial:
-    """A `Trial` from an MLflow run. Schema-1 runs read the same; a run without a label is a
-    trial still running (or one a dead loop left, until recovery)."""
+    """A `Trial` from an MLflow run. Schema-1 runs read the same. A RUNNING run is a trial in
+    flight (or one a dead loop left, until recovery): whatever verdict it holds is not one yet."""
     t, m = run.data.tags, run.data.metrics
-    label = t.get(tags.LABEL)
-    decision = t.get(tags.DECISION)
+    final = run.info.status != "RUNNING"
+    label = t.get(tags.LABEL) if final else None
+    decision = t.get(tags.DECISION) if final else None
     return Trial(
         run_id=run.info.run_id,
         number=int(t.get(tags.TRIAL, "-1")),

@@ -1,8 +1,9 @@
 """Bounded queries over one campaign's runs: every search passes `max_results`, so the cost per
 turn stays flat as a campaign grows to 10,000 trials (benchmarks/lineage_queries.py).
 
-A run is a recorded trial once its label tag exists (the store writes it last); runs without one
-are trials still running, or ones a dead loop left until recovery relabels them.
+A run is a recorded trial once its status is final (the store sets it after the verdict); a
+RUNNING run is a trial in flight, or one a dead loop left half-written until recovery: no query
+counts it as a result, whatever tags it already holds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ RECENT = 30
 WINDOW = 40  # newest runs `recent_and_mine` reads: 30 recent, and 5 of each of 7 specialists
 _SLACK = 2   # leaderboard runs read beyond the limit, for ones the label then drops
 _ABORT = FailureLabel.HARNESS_ABORT.tag
+_DONE = "FINISHED"  # the status of a recorded trial that is not harness_abort
 
 
 def leaderboard(client: MlflowClient, experiment_id: str, direction: Direction,
@@ -34,7 +36,7 @@ def leaderboard_runs(client: MlflowClient, experiment_id: str, direction: Direct
 
     MLflow looks a filter's tag up for every run of the campaign, one clause at a time, so SQL
     filters on the decision alone (the store writes one only with an ok label) and Python on the
-    label. Filtered, a prefix of the same order is a prefix of the answer, and the whole of it
+    label and the final status. Filtered, a prefix of the same order is a prefix of the answer, and the whole of it
     once `limit` runs pass or the campaign has no more; when it is not (decisions on runs that
     are not ok, written by something else), the query with both clauses runs.
     """
@@ -42,11 +44,13 @@ def leaderboard_runs(client: MlflowClient, experiment_id: str, direction: Direct
     kept = f"tags.`{tags.DECISION}` != '{Decision.DISCARD.value}'"
     fetch = limit + _SLACK
     runs = client.search_runs([experiment_id], kept, order_by=order, max_results=fetch)
-    board = [r for r in runs if r.data.tags.get(tags.LABEL) == FailureLabel.OK.tag]
+    board = [r for r in runs if r.data.tags.get(tags.LABEL) == FailureLabel.OK.tag
+             and r.info.status == _DONE]
     if len(board) >= limit or len(runs) < fetch:
         return board[:limit]
-    return list(client.search_runs([experiment_id], f"{tag_is(tags.LABEL, 'ok')} and {kept}",
-                                   order_by=order, max_results=limit))
+    return list(client.search_runs(
+        [experiment_id], f"{tag_is(tags.LABEL, 'ok')} and {kept} and attributes.status = '{_DONE}'",
+        order_by=order, max_results=limit))
 
 
 def ancestors(client: MlflowClient, trial_id: str) -> list[Trial]:
@@ -81,7 +85,7 @@ def children(client: MlflowClient, experiment_id: str, parent_id: str,
 def recent(client: MlflowClient, experiment_id: str, limit: int = RECENT,
            specialist: str | None = None) -> list[Trial]:
     """The newest recorded trials (harness_abort hidden), optionally of one specialist."""
-    query = f"tags.`{tags.LABEL}` != '{_ABORT}'"
+    query = f"tags.`{tags.LABEL}` != '{_ABORT}' and attributes.status != 'RUNNING'"
     if specialist:
         query += f" and {tag_is(tags.SPECIALIST, specialist)}"
     runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"],
@@ -104,7 +108,8 @@ def recent_and_mine(client: MlflowClient, experiment_id: str, specialist: str,
     window = client.search_runs([experiment_id], "", order_by=["attributes.start_time DESC"],
                                 max_results=WINDOW)
     whole = len(window) < WINDOW
-    shown = [r for r in window if r.data.tags.get(tags.LABEL) not in (None, _ABORT)]
+    shown = [r for r in window if r.data.tags.get(tags.LABEL) not in (None, _ABORT)
+             and r.info.status != "RUNNING"]
     theirs = shown if not specialist else [
         r for r in shown if r.data.tags.get(tags.SPECIALIST) == specialist]
     newest = ([trial_from_run(r) for r in shown[:limit]] if whole or len(shown) >= limit

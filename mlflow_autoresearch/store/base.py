@@ -5,8 +5,8 @@ methods, so another store (a different tracking backend, an in-process one for t
 implementing them and passing `TrialStoreContract`.
 
 Ownership: a campaign is written by the one loop that holds its lease. A trial is written twice,
-`create_trial` at its start and `finish_trial` at its end; a run with a label is a recorded
-result and is never rewritten; `recover` closes what a gone loop left open.
+`create_trial` at its start and `finish_trial` at its end; a run whose status is final is a
+recorded result and is never rewritten; `recover` closes what a gone loop left open.
 """
 
 from __future__ import annotations

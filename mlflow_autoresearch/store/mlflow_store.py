@@ -2,10 +2,11 @@
 
 One experiment per campaign, one run per trial whatever happened to it (the README's trial
 contract). A trial is written twice: `create_trial` when it starts (the proposal: tags, the diff,
-the context) and `finish_trial` when it ends (the verdict). The verdict's metrics and tags go in
-one final batch whose tags carry the label, so a run with a label is a whole trial result and a
-run without one is a trial in flight, or one a dead loop left, which `recover` relabels
-`harness_abort`. Every MLflow or connection fault surfaces as one `StoreError` line.
+the context) and `finish_trial` when it ends (the verdict: artifacts, one batch of metrics and
+tags with the label, then the run's final status). The final status is the marker: a RUNNING run
+is a trial in flight, or one a dead loop left half-written, which `recover` turns into
+`harness_abort`; queries never count it as a result. Every MLflow or connection fault surfaces as
+one `StoreError` line.
 
 Not thread-safe beyond the lease's heartbeat thread: one loop process writes a campaign, and the
 campaign lease (`acquire_lease`) makes sure of it.
@@ -158,9 +159,9 @@ class MlflowStore:
         recorded ("" if none), for the caller to reap.
 
         Call while holding the lease: any RUNNING trial another loop opened is then stale (its
-        heartbeat stopped, or its holder died here). One whose final batch was written keeps its
-        verdict and only gets its status; one without is relabelled `harness_abort`, any score
-        it had masked. A finished run is never touched.
+        heartbeat stopped, or its holder died here). It becomes `harness_abort`, whatever was
+        half-written into it (a score, a decision, even a label) removed or masked: a trial is a
+        result only once its status is final. A finished run is never touched.
         """
         lease = self._leases[campaign_id]
         ended = lease.previous.heartbeat if lease.previous else time.time()
@@ -168,11 +169,7 @@ class MlflowStore:
         for run in _search.running(self.client, campaign_id):
             if run.data.tags.get(tags.LEASE_TOKEN) == lease.token:
                 continue
-            if tags.LABEL in run.data.tags:
-                label = FailureLabel.from_tag(run.data.tags[tags.LABEL])
-                self.client.set_terminated(run.info.run_id, _status(label, False))
-            else:
-                self._abort_orphan(run, ended)
+            self._abort_orphan(run, ended)
             recovered.append((self.get_trial(run.info.run_id), run.data.tags.get(tags.PID, "")))
         return recovered
 
@@ -192,6 +189,8 @@ class MlflowStore:
         number = int(t.get(tags.TRIAL, "-1"))
         final = {tags.LABEL: outcome.label.tag, tags.EXCERPT: why,
                  tags.MLFLOW_NOTE: render_note(number, proposal, outcome, None, None)}
+        if tags.DECISION in t:
+            self.client.delete_tag(run_id, tags.DECISION)
         self._final_batch(run_id, metrics, final, step)
         self.client.set_terminated(run_id, _status(FailureLabel.HARNESS_ABORT, False))
 
@@ -321,7 +320,7 @@ class MlflowStore:
 
     def _final_batch(self, run_id: str, metrics: dict[str, float], final_tags: dict[str, str],
                      step: int) -> None:
-        """One log_batch: MLflow commits its metrics, then its tags; the label is in the tags."""
+        """One log_batch (MLflow commits its metrics, then its tags); the status follows it."""
         self.client.log_batch(run_id, metrics=[_metric(k, v, step) for k, v in metrics.items()],
                               tags=[RunTag(k, v) for k, v in final_tags.items()])
 
