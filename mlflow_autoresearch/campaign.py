@@ -81,6 +81,7 @@ class Campaign:
     echo: Callable[[str], None]
     lease: Lease | None = None
     baseline: Trial | None = None
+    best: Trial | None = None  # the best once the last trial was recorded
 
     def run_one(self, number: int, proposal: Proposal, context: str,
                 run_id: str | None = None) -> tuple[Trial, TrialResult]:
@@ -110,8 +111,9 @@ class Campaign:
                                         tampered)
         if proposal.parent_id is None and trial.label is not FailureLabel.HARNESS_ABORT:
             self.baseline = trial
+        self.best = trial if trial.is_kept else best
         if result.error is not None:
-            self.echo(lineage.progress_line(trial, best))
+            self.echo(lineage.progress_line(trial, self.best))
             raise result.error
         return trial, result
 
@@ -207,7 +209,7 @@ def _loop(campaign: Campaign, agents: dict[str, Agent]) -> Summary:
         if trial.is_kept:
             last_keep = time.monotonic()
         aborts = aborts + 1 if trial.label is FailureLabel.HARNESS_ABORT else 0
-        campaign.echo(lineage.progress_line(trial, store.best(campaign.campaign_id, env.direction)))
+        campaign.echo(lineage.progress_line(trial, campaign.best))
         if trial.decision is Decision.KEEP:
             exhausted.clear()  # a new kept trial is a new parent to build on
         if (proposal is BASELINE and aborts) or aborts >= MAX_ABORTS_IN_A_ROW:
@@ -239,7 +241,7 @@ def evaluate_recipe(settings: Settings, run_id: str | None = None,
     proposal = Proposal("baseline", "The recipe as it is on disk, measured on its own.", "", None,
                         expected_delta=0.0)
     trial, _ = campaign.run_one(0, proposal, "Standalone evaluation: no specialist.", run_id)
-    echo(lineage.progress_line(trial, trial if trial.score is not None else None))
+    echo(lineage.progress_line(trial, campaign.best))
     return trial
 
 

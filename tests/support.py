@@ -110,3 +110,17 @@ def mlflow_server(folder: Path) -> Iterator[str]:
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+def process_gone(pid: int, seconds: float = 5.0) -> bool:
+    """True once `pid` has exited (or is a zombie nobody reaped yet), waiting up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except OSError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)

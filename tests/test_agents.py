@@ -3,7 +3,7 @@
 import pytest
 
 from mlflow_autoresearch.agents import AgentContext, OfflineAgent, offline_roster
-from mlflow_autoresearch.agents.techniques import Technique, apply_technique, load_techniques
+from mlflow_autoresearch.agents.techniques import Technique, apply_technique
 from mlflow_autoresearch.diffs import diff_sha
 from mlflow_autoresearch.environment import load_environment
 from mlflow_autoresearch.errors import ProposalError

@@ -1,17 +1,16 @@
 """Processes the harness starts: budgets enforced from outside, and nothing outlives the harness.
 One property per test."""
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
 from mlflow_autoresearch.execution import process
+from support import process_gone
 
 SLEEPER = "import time; time.sleep(600)"
 
@@ -19,23 +18,6 @@ SLEEPER = "import time; time.sleep(600)"
 def _run(tmp_path, code, timeout, grace=process.GRACE_SECONDS, on_start=None):
     return process.run([sys.executable, "-c", code], tmp_path, timeout, tmp_path / "out.txt",
                        tmp_path / "err.txt", process.child_env(), on_start, grace)
-
-
-def _dead(pid: int) -> bool:
-    """Gone, or a zombie nobody reaped yet."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def _wait_dead(pid: int, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if _dead(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_output_is_captured_and_exit_code_kept(tmp_path):
@@ -56,7 +38,7 @@ def test_runner_kills_process_group_on_budget(tmp_path):
             f"open({str(tmp_path / 'gc.pid')!r}, 'w').write(str(p.pid)); time.sleep(600)")
     done = _run(tmp_path, code, 1.5)
     assert done.timed_out and done.seconds < 1.5 + process.GRACE_SECONDS + 2
-    assert _wait_dead(int((tmp_path / "gc.pid").read_text()), 2)
+    assert process_gone(int((tmp_path / "gc.pid").read_text()), 2)
 
 
 def test_sigterm_is_followed_by_sigkill(tmp_path):
@@ -93,7 +75,6 @@ def test_a_failure_while_recording_kills_the_group_before_the_command_runs(tmp_p
 
 
 def test_an_interrupt_while_waiting_kills_the_group(tmp_path):
-    groups = []
     script = tmp_path / "harness.py"
     script.write_text(textwrap.dedent(f"""
         import sys
@@ -115,7 +96,7 @@ def test_an_interrupt_while_waiting_kills_the_group(tmp_path):
     time.sleep(0.5)
     harness.send_signal(signal.SIGINT)
     harness.wait(timeout=30)
-    assert (tmp_path / "interrupted").exists() and _wait_dead(pgid, 2)
+    assert (tmp_path / "interrupted").exists() and process_gone(pgid, 2)
 
 
 def test_a_killed_harness_takes_its_children_with_it(tmp_path):
@@ -139,7 +120,7 @@ def test_a_killed_harness_takes_its_children_with_it(tmp_path):
     guard, grandchild = int((tmp_path / "pgid").read_text()), int((tmp_path / "gc.pid").read_text())
     harness.kill()
     harness.wait()
-    assert _wait_dead(guard, 5) and _wait_dead(grandchild, 5)
+    assert process_gone(guard, 5) and process_gone(grandchild, 5)
 
 
 def test_children_get_no_mlflow_variables(tmp_path, monkeypatch):

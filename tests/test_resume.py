@@ -6,13 +6,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from mlflow import MlflowClient
 
 from mlflow_autoresearch import tags
 from mlflow_autoresearch.store import MlflowStore
 from mlflow_autoresearch.testing import check_trial_contract
+from support import process_gone
 
 SLOW = ("opt:\n  - {name: slow, set: {SLEEP: 30.0}, hypothesis: Sleep}\n"
         "sched:\n  - {name: more_steps, set: {STEPS: '*2'}, hypothesis: More steps}\n")
@@ -41,16 +41,6 @@ def _running_trial(client, number: str, seconds: float = 60):
     raise AssertionError(f"the loop never started trial {number}")
 
 
-def _gone(pid: int, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        stat = Path(f"/proc/{pid}/stat")
-        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_killed_loop_takes_its_recipe_along_and_resumes(toy_env, store, tmp_path):
     # Every opt edit sleeps (so trial 1 is still running when the loop dies); sched's do not.
     (toy_env / "techniques.yaml").write_text(SLOW)
@@ -60,7 +50,7 @@ def test_killed_loop_takes_its_recipe_along_and_resumes(toy_env, store, tmp_path
     os.kill(loop.pid, signal.SIGKILL)
     loop.wait()
     pgid = int(client.get_run(orphan.info.run_id).data.tags[tags.PID].split("@")[0])
-    assert _gone(pgid)  # the recipe died with its loop (parent-death signal)
+    assert process_gone(pgid)  # the recipe died with its loop (parent-death signal)
 
     again = _cli(toy_env, store, tmp_path / "work", 2)
     out, _ = again.communicate(timeout=120)
@@ -85,7 +75,7 @@ def test_sigterm_records_the_running_trial_killed(toy_env, store, tmp_path):
     loop.send_signal(signal.SIGTERM)
     out, _ = loop.communicate(timeout=60)
     assert loop.returncode == 1 and "interrupted" in out
-    assert _gone(pgid)
+    assert process_gone(pgid)
     run = client.get_run(running.info.run_id)
     assert run.info.status == "KILLED" and run.data.tags[tags.LABEL] == "harness_abort"
     assert not list((tmp_path / "work" / "runs").iterdir())

@@ -87,13 +87,17 @@ class Lease:
     def verify(self) -> None:
         """Raise LeaseError unless the store still names this loop as the holder (one read)."""
         if not self.lost:
-            holder = read_holder(self.client, self.experiment_id)
-            if holder is None or holder.token != self.token:
-                self.lost = (f"another loop took over ({holder.describe()})" if holder
-                             else "the lease was removed")
+            self._check(read_holder(self.client, self.experiment_id))
         if self.lost:
             raise LeaseError(f"this loop no longer holds campaign {self.name!r}: {self.lost}; it "
                              f"stops without writing more")
+
+    def _check(self, holder: Holder | None) -> bool:
+        """Note (in `lost`) and return whether the store names another holder, or none."""
+        if holder is None or holder.token != self.token:
+            self.lost = (f"another loop took over ({holder.describe()})" if holder
+                         else "the lease was removed")
+        return bool(self.lost)
 
     def release(self) -> None:
         """Stop the heartbeat and clear the lease if it is still ours."""
@@ -110,10 +114,7 @@ class Lease:
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             try:
-                holder = read_holder(self.client, self.experiment_id)
-                if holder is None or holder.token != self.token:
-                    self.lost = (f"another loop took over ({holder.describe()})" if holder
-                                 else "the lease was removed")
+                if self._check(read_holder(self.client, self.experiment_id)):
                     return
                 self.client.set_experiment_tag(self.experiment_id, tags.LEASE_HEARTBEAT,
                                                f"{time.time():.3f}")

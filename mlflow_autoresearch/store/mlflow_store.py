@@ -44,6 +44,7 @@ from .base import StoredRun
 PROBE_SECONDS = 5.0
 MAX_AGENT_KEYS = 40  # a proposal's own tags and metrics, each (the final batch must stay one)
 _OURS = (tags.MLFLOW_PARENT, tags.MLFLOW_NOTE, tags.MLFLOW_RUN_NAME)
+_MASKED = (tags.SCORE, tags.DELTA_VS_BEST)  # only a verdict may carry these
 
 
 def _faults_as_store_errors(cls):
@@ -108,22 +109,13 @@ class MlflowStore:
             return self.client.create_experiment(name, tags={
                 tags.KIND: kind, tags.ENVIRONMENT: env.name, tags.PROFILE: env.profile,
                 tags.DIRECTION: env.direction.value, tags.MLFLOW_NOTE: banner})
-        self._check_kind(found.experiment_id, name, kind)
+        _check_kind(found.name, found.tags, kind)
         return found.experiment_id
 
     def check_kind(self, experiment_id: str, kind: str) -> None:
         """Raise AutoresearchError when `experiment_id` holds the other kind of runs."""
-        self._check_kind(experiment_id, self.client.get_experiment(experiment_id).name, kind)
-
-    def _check_kind(self, experiment_id: str, name: str, kind: str) -> None:
-        found = _kind(self.client.get_experiment(experiment_id).tags)
-        if kind == tags.EVALUATIONS_KIND and found == tags.CAMPAIGN_KIND:
-            raise AutoresearchError(
-                f"experiment {name!r} is a campaign: standalone evaluations never go into one; "
-                f"leave out --experiment (default autoresearch/<env>/evaluations)")
-        if kind == tags.CAMPAIGN_KIND and found == tags.EVALUATIONS_KIND:
-            raise AutoresearchError(f"experiment {name!r} holds standalone evaluations, not a "
-                                    f"campaign; name another --experiment")
+        experiment = self.client.get_experiment(experiment_id)
+        _check_kind(experiment.name, experiment.tags, kind)
 
     def campaigns(self, name: str | None = None) -> list[tuple[str, str]]:
         """(experiment id, name) of every campaign in the store, or of the one named."""
@@ -174,25 +166,14 @@ class MlflowStore:
         return recovered
 
     def _abort_orphan(self, run, ended: float) -> None:
-        run_id, t = run.info.run_id, run.data.tags
         why = "the loop died while this trial ran; relabelled when a loop took the campaign over"
-        outcome = Outcome(FailureLabel.HARNESS_ABORT, excerpt=why)
-        proposal = _stub_proposal(t)
         seconds = max(0.0, ended - (run.info.start_time or 0) / 1000)
-        self.client.log_text(run_id, render_evaluation(outcome, None, None), tags.EVALUATION)
-        self.client.log_text(run_id, why + "\n", f"{tags.LOGS_DIR}/harness.txt")
-        metrics = {tags.FAILURE_CODE: float(FailureLabel.HARNESS_ABORT),
-                   tags.TRIAL_SECONDS: round(seconds, 4), tags.HARNESS_SECONDS: round(seconds, 4)}
-        masked = [k for k in (tags.SCORE, tags.DELTA_VS_BEST) if k in run.data.metrics]
-        step = self._next_step(run_id, masked) if masked else 0
-        metrics.update({k: math.nan for k in masked})
-        number = int(t.get(tags.TRIAL, "-1"))
-        final = {tags.LABEL: outcome.label.tag, tags.EXCERPT: why,
-                 tags.MLFLOW_NOTE: render_note(number, proposal, outcome, None, None)}
-        if tags.DECISION in t:
-            self.client.delete_tag(run_id, tags.DECISION)
-        self._final_batch(run_id, metrics, final, step)
-        self.client.set_terminated(run_id, _status(FailureLabel.HARNESS_ABORT, False))
+        result = TrialResult(Outcome(FailureLabel.HARNESS_ABORT, excerpt=why), {},
+                             {"harness.txt": why + "\n"},
+                             int(run.data.metrics.get(tags.DIFF_LINES, 0)), seconds, 0.0)
+        drop = [tags.DECISION] if tags.DECISION in run.data.tags else []
+        self._write_verdict(run, int(run.data.tags.get(tags.TRIAL, "-1")),
+                            _stub_proposal(run.data.tags), result, None, None, {}, drop)
 
     # ---- one trial ------------------------------------------------------------------------
 
@@ -283,7 +264,23 @@ class MlflowStore:
         if run.info.status != "RUNNING":
             raise StoreError(f"t{number:04d} ({run_id}) is already {run.info.status}: a finished "
                              f"run is never rewritten")
-        outcome = result.outcome
+        written = self._written.pop(run_id, ({}, {}))[0]
+        verdict = {tags.LABEL, tags.EXCERPT, tags.MLFLOW_NOTE, *([tags.DECISION] if decision else [])}
+        stray = [k for k in run.data.tags if tampered and (k.startswith(tags.PREFIX) or k in _OURS)
+                 and k not in written and k not in verdict]
+        self._write_verdict(run, number, proposal, result, decision, delta, written, stray,
+                            tampered)
+        return self.get_trial(run_id)
+
+    def _write_verdict(self, run, number: int, proposal: Proposal, result: TrialResult,
+                       decision: Decision | None, delta: float | None,
+                       rewrite: dict[str, str], drop: list[str], tampered: list[str] = ()) -> None:
+        """The verdict's writes, in order: the recipe as it ran, the evaluation, the logs, the
+        `drop` keys deleted, one batch (metrics, then `rewrite` and the verdict's tags), and last
+        the final status. Where something else wrote metrics first (a tampering recipe, a
+        half-finished record), ours go at a later step so they are the latest, and a score or
+        delta this outcome does not carry is masked with NaN."""
+        run_id, outcome = run.info.run_id, result.outcome
         metrics = {**outcome.metrics,
                    **{f"{tags.AGENT_METRIC_PREFIX}{k}": v for k, v in proposal.metrics.items()},
                    tags.TRIAL_NUMBER: float(number), tags.DIFF_LINES: float(result.diff_lines),
@@ -295,10 +292,10 @@ class MlflowStore:
         if delta is not None:
             metrics[tags.DELTA_VS_BEST] = delta
         step = 0
-        if tampered:  # outrank whatever the recipe logged; mask a score it may have written
-            written = [k for k in run.data.metrics if k in metrics or k == tags.SCORE]
-            step = self._next_step(run_id, written)
-            metrics.setdefault(tags.SCORE, math.nan)
+        if tampered or any(k in run.data.metrics for k in _MASKED):
+            step = self._next_step(run_id, [k for k in run.data.metrics
+                                            if k in metrics or k in _MASKED])
+        metrics.update({k: math.nan for k in _MASKED if k in run.data.metrics and k not in metrics})
         for rel, text in result.recipe.items():
             self.client.log_text(run_id, text, f"{tags.RECIPE_DIR}/{rel}")
         self.client.log_text(run_id, render_evaluation(outcome, decision, delta, result),
@@ -306,17 +303,14 @@ class MlflowStore:
         logs = {"harness.txt": _harness_log(outcome, result, tampered), **result.logs}
         for name, text in logs.items():
             self.client.log_text(run_id, text, f"{tags.LOGS_DIR}/{name}")
-        final = {**self._written.pop(run_id, ({}, {}))[0], tags.LABEL: outcome.label.tag,
-                 tags.EXCERPT: cap(outcome.excerpt),
+        for key in drop:
+            self.client.delete_tag(run_id, key)
+        final = {**rewrite, tags.LABEL: outcome.label.tag, tags.EXCERPT: cap(outcome.excerpt),
                  tags.MLFLOW_NOTE: render_note(number, proposal, outcome, decision, delta)}
         if decision is not None:
             final[tags.DECISION] = decision.value
-        for key in run.data.tags if tampered else ():  # keys the harness never wrote go
-            if (key.startswith(tags.PREFIX) or key in _OURS) and key not in final:
-                self.client.delete_tag(run_id, key)
         self._final_batch(run_id, metrics, final, step)
         self.client.set_terminated(run_id, _status(outcome.label, result.killed))
-        return self.get_trial(run_id)
 
     def _final_batch(self, run_id: str, metrics: dict[str, float], final_tags: dict[str, str],
                      step: int) -> None:
@@ -441,6 +435,17 @@ def _probe(uri: str, must_exist: bool) -> None:
             raise StoreError(f"there is no tracking store at {uri}: nothing was recorded there "
                              f"yet; run a campaign first (autoresearch run ENV) or pass "
                              f"--tracking-uri")
+
+
+def _check_kind(name: str, experiment_tags: dict[str, str], kind: str) -> None:
+    found = _kind(experiment_tags)
+    if kind == tags.EVALUATIONS_KIND and found == tags.CAMPAIGN_KIND:
+        raise AutoresearchError(
+            f"experiment {name!r} is a campaign: standalone evaluations never go into one; "
+            f"leave out --experiment (default autoresearch/<env>/evaluations)")
+    if kind == tags.CAMPAIGN_KIND and found == tags.EVALUATIONS_KIND:
+        raise AutoresearchError(f"experiment {name!r} holds standalone evaluations, not a "
+                                f"campaign; name another --experiment")
 
 
 def _kind(experiment_tags: dict[str, str]) -> str | None:

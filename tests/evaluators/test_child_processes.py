@@ -9,6 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from support import process_gone
+
 from .conftest import EVALUATORS
 
 SLEEPER = "import os, time; open(os.environ['PID_FILE'], 'w').write(str(os.getpid())); time.sleep(600)"
@@ -33,24 +35,12 @@ def _evaluator(tmp_path: Path) -> subprocess.Popen:
     return proc
 
 
-def _gone(pid: int, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return True
-        except OSError:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_the_child_dies_when_the_evaluator_is_killed(tmp_path):
     evaluator = _evaluator(tmp_path)
     child = int((tmp_path / "child.pid").read_text())
     evaluator.kill()
     evaluator.wait()
-    assert _gone(child)
+    assert process_gone(child)
 
 
 def test_the_child_is_in_the_evaluators_process_group(tmp_path):
@@ -59,4 +49,4 @@ def test_the_child_is_in_the_evaluators_process_group(tmp_path):
     assert os.getpgid(child) == evaluator.pid
     os.killpg(evaluator.pid, signal.SIGTERM)  # what the harness does at the eval budget
     evaluator.wait(timeout=10)
-    assert _gone(child)
+    assert process_gone(child)
