@@ -30,6 +30,7 @@ PRECEDENCE = ("harness_abort", "illegal", "train_budget_overrun", "eval_budget_o
               "size_blocked", "crash", "disqualified", "ok")
 # Labels only the harness gives: an evaluator reports those faults by exiting non-zero.
 HARNESS_LABELS = ("harness_abort", "preflight_crash")
+SANDBOX_VAR = "AUTORESEARCH_SANDBOX"  # the harness's sandbox launcher and policy (README.md)
 
 
 class HarnessError(Exception):
@@ -68,6 +69,18 @@ class Outcome:
         return json.dumps({"schema": OUTCOME_SCHEMA, "label": self.label, "score": self.score,
                            "metrics": self.metrics, "gates": list(self.gates),
                            "excerpt": self.excerpt}, indent=1)
+
+
+def sandboxed(argv: list[str], read: Iterable[Path], write: Iterable[Path]) -> list[str]:
+    """`argv` as the harness's sandbox launcher runs it, seeing `read` read-only and `write`
+    writable besides the system and Python; `argv` itself where no harness set a sandbox."""
+    spec = os.environ.get(SANDBOX_VAR)
+    if not spec:
+        return list(argv)
+    doc = json.loads(spec)
+    policy = {**doc["policy"], "read": [*doc["policy"]["read"], *map(str, read)],
+              "write": [*map(str, write)]}
+    return [*doc["launcher"], json.dumps(policy), "--", *argv]
 
 
 def first_label(labels: Iterable[str]) -> str:

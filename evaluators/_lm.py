@@ -10,6 +10,7 @@ Harness-owned (outside every workspace), imports neither `mlflow` nor `mlflow_au
   previous token is a boundary. Summed over a stream, this is the UTF-8 length of the text the
   tokens decode to (after the tokenizer's normalization).
 - `bits_per_byte`: summed token losses in nats over summed target bytes.
+- `flip_probe`: the token-flip test of causality (a later token must not move an earlier loss).
 - `run_child`: the evaluator's own subprocess with a deadline, for work that imports a trial's
   model code (which must never run inside the evaluator itself). It stays in the evaluator's
   process group, which the harness kills on every exit path, and dies with the evaluator (a
@@ -29,13 +30,14 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
-from _common import crash_excerpt, read_tail
+from _common import crash_excerpt, read_tail, sandboxed
 
 SPACE = "\u2581"  # SentencePiece's word-boundary marker
 NORMALIZATION_TOLERANCE = 1e-4  # |sum of probabilities - 1| allowed (environments.md 6)
@@ -193,9 +195,13 @@ class ChildResult:
 
 def score_in_child(argv: list[str], workspace: Path, recipe: str, timeout: float, work: Path, out: Path,
                    seed: int, what: str) -> tuple[str, str]:
-    """Run the evaluator's child on one seed, with the workspace's recipe folder first on its
-    PYTHONPATH, killed at `timeout`: ("ok", "") once it wrote `out`, else (label, excerpt)."""
+    """Run the evaluator's child on one seed in the harness's sandbox (it sees the workspace,
+    the evaluators and the files its argv names read-only, and writes only `work`), with the
+    workspace's recipe folder first on its PYTHONPATH, killed at `timeout`: ("ok", "") once it
+    wrote `out`, else (label, excerpt)."""
     path = os.pathsep.join(filter(None, [str(workspace / Path(recipe).parent), os.environ.get("PYTHONPATH")]))
+    inputs = [Path(a) for a in argv[1:] if os.path.isabs(a) and os.path.exists(a)]
+    argv = sandboxed(argv, [workspace, Path(__file__).resolve().parent, *inputs], [work])
     child = run_child(argv, timeout, work / "child.stdout.txt", work / "child.stderr.txt", {"PYTHONPATH": path})
     if child.timed_out:
         return "eval_budget_overrun", (f"seed {seed}: evaluation killed after {child.seconds:.1f} s, "
@@ -233,3 +239,24 @@ def die_with_parent() -> None:
     """Between fork and exec: ask Linux to SIGKILL this process when its parent dies."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
+# -------------------------------------------------------------------------------------------------
+# Legality
+# -------------------------------------------------------------------------------------------------
+
+def flip_probe(target_logprobs: Callable[[np.ndarray], np.ndarray], tokens: np.ndarray, vocab: int
+               ) -> tuple[float, int]:
+    """Score `tokens` twice, the second time with one token replaced at 3/4 of their length.
+
+    `target_logprobs` maps a stream to each target tokens[1:]'s log-probability. Every target
+    before the replaced token must keep a bit-identical log-probability (the PR #1240 token-flip
+    test). Returns (largest change before the flip, first changed target or -1).
+    """
+    j = len(tokens) * 3 // 4 + 7
+    flipped = tokens.copy()
+    flipped[j] = (int(tokens[j]) + vocab // 2) % vocab
+    before = slice(0, j - 1)  # targets 1..j-1 sit at indices 0..j-2
+    diff = np.abs(target_logprobs(tokens)[before] - target_logprobs(flipped)[before])
+    changed = np.flatnonzero(diff != 0)
+    return float(diff.max(initial=0.0)), int(changed[0]) + 1 if len(changed) else -1

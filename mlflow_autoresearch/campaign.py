@@ -26,6 +26,8 @@ from .environment import Environment, load_environment
 from .errors import HarnessError, ProposalError
 from .execution import CommandEvaluator, run_trial
 from .execution.process import reap
+from .execution.sandbox import BWRAP, for_environment
+from .execution.sandbox import choose as choose_sandbox
 from .records import Decision, FailureLabel, Outcome, Proposal, Trial, TrialResult
 from .store import Lease, MlflowStore, TrialStore
 
@@ -53,6 +55,7 @@ class Settings:
     max_repairs: int = 2              # edit repairs per LLM turn before a preflight_crash
     max_cost_usd: float | None = None  # stop before a turn once the campaign's LLM spend reaches it
     take_over: bool = False           # take the campaign from a loop whose heartbeat stopped
+    sandbox: str = "auto"             # auto | bwrap | off: how recipe code is isolated
 
 
 @dataclass
@@ -92,10 +95,11 @@ class Campaign:
         """
         parent = (self.store.load_recipe(proposal.parent_id, self.env.editable)
                   if proposal.parent_id else None)
+        sandbox = self.evaluator.sandbox
         run_id = self.store.create_trial(self.campaign_id, self.env, number, proposal, context,
-                                         run_id)
+                                         run_id, sandbox.kind)
         scratch = self.settings.workdir.resolve() / "runs" / f"t{number:04d}-{run_id[:8]}"
-        result = run_trial(self.env, proposal, parent, self.evaluator, scratch,
+        result = run_trial(self.env, proposal, parent, self.evaluator, scratch, sandbox,
                            lambda group: self.store.record_processes(run_id, group.marker),
                            self.settings.keep_run_dirs)
         tampered = self.store.find_tampering(run_id)
@@ -237,7 +241,7 @@ def evaluate_recipe(settings: Settings, run_id: str | None = None,
             settings.experiment or f"autoresearch/{env.name}/evaluations", env,
             tags.EVALUATIONS_KIND)
     campaign = Campaign(env, settings, store, experiment_id, "standalone",
-                        _prepared_evaluator(env, settings), echo)
+                        _prepared_evaluator(env, settings, echo), echo)
     proposal = Proposal("baseline", "The recipe as it is on disk, measured on its own.", "", None,
                         expected_delta=0.0)
     trial, _ = campaign.run_one(0, proposal, "Standalone evaluation: no specialist.", run_id)
@@ -262,7 +266,7 @@ def open_campaign(settings: Settings, echo: Callable[[str], None]) -> Campaign:
             echo(f"t{trial.number:04d} was left running by a loop that is gone: recorded as "
                  f"{trial.verdict}")
         store.analyze()
-        evaluator = _prepared_evaluator(env, settings)
+        evaluator = _prepared_evaluator(env, settings, echo)
         baseline = store.baseline(campaign_id)
     except BaseException:
         lease.release()
@@ -270,8 +274,18 @@ def open_campaign(settings: Settings, echo: Callable[[str], None]) -> Campaign:
     return Campaign(env, settings, store, campaign_id, name, evaluator, echo, lease, baseline)
 
 
-def _prepared_evaluator(env: Environment, settings: Settings) -> CommandEvaluator:
-    evaluator = CommandEvaluator(env, settings.workdir.resolve() / "data")
+def _prepared_evaluator(env: Environment, settings: Settings,
+                        echo: Callable[[str], None]) -> CommandEvaluator:
+    """The environment's evaluator, its data prepared, with the sandbox `settings` asks for."""
+    kind, problem = choose_sandbox(settings.sandbox)
+    if problem and settings.sandbox == BWRAP:
+        raise HarnessError(f"--sandbox bwrap: {problem}; or pass --sandbox off to run recipes "
+                           f"unsandboxed")
+    if problem and settings.sandbox == "auto":
+        echo(f"WARNING: recipes run WITHOUT a sandbox: {problem}. They can read private data, "
+             f"the evaluators and the store; see `autoresearch doctor`.")
+    evaluator = CommandEvaluator(env, settings.workdir.resolve() / "data",
+                                 for_environment(kind, env))
     evaluator.prepare(settings.workdir.resolve() / "logs")
     return evaluator
 

@@ -17,6 +17,7 @@ import click
 from . import lineage
 from .agents.llm import ClientSettings
 from .campaign import Settings, evaluate_recipe, run_campaign
+from .doctor import FAIL, OK, run_checks
 from .environment import load_environment, shipped_environments
 from .errors import AutoresearchError
 from .store import MlflowStore
@@ -24,6 +25,12 @@ from .store import MlflowStore
 _URI = click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
                     help="MLflow tracking URI [default: sqlite:///mlflow.db in the working "
                          "directory; MLFLOW_TRACKING_URI overrides; http:// servers work too]")
+
+
+_SANDBOX = click.option("--sandbox", type=click.Choice(["auto", "bwrap", "off"]), default="auto",
+                        show_default=True, help="Run recipe code in a bubblewrap sandbox: auto "
+                        "uses one where `bwrap` works (else warns and runs without), bwrap "
+                        "requires it, off runs without (see `autoresearch doctor`).")
 
 
 def _raise_interrupt(signum, frame):
@@ -80,9 +87,10 @@ def main() -> None:
               help="Times a failed edit goes back to the model within one turn.")
 @click.option("--take-over", is_flag=True, help="Take the campaign from a loop whose heartbeat "
               "stopped (another machine's, or one that hung); never from a live one.")
+@_SANDBOX
 def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_minutes,
         grace_minutes, workdir, keep_run_dirs, specialists, model, base_url, api_key,
-        max_cost_usd, price, llm_timeout, llm_retries, max_repairs, take_over) -> None:
+        max_cost_usd, price, llm_timeout, llm_retries, max_repairs, take_over, sandbox) -> None:
     """Run (or continue) a campaign on ENVIRONMENT: a name under projects/ or a folder path.
 
     Specialists are offline (technique tables, no API key) unless --model names an LLM.
@@ -105,7 +113,7 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
         n.strip() for n in specialists.split(",") if n.strip())
     settings = Settings(environment, profile, trials, tracking_uri, experiment, seed,
                         deadline_minutes, grace_minutes, workdir, keep_run_dirs, llm, names,
-                        max_repairs, max_cost_usd, take_over)
+                        max_repairs, max_cost_usd, take_over, sandbox)
     summary = _guard(lambda: run_campaign(settings, echo=click.echo))
     click.echo(f"\nStopped: {summary.stop_reason}. This run: {len(summary.trials)} trial(s), "
                + ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items())) + ".")
@@ -132,9 +140,11 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path(".autoresearch"),
               envvar="AUTORESEARCH_WORKDIR", show_default=True,
               help="Data cache and per-trial scratch directories.")
-def evaluate(environment, profile, tracking_uri, run_id, experiment, workdir) -> None:
+@_SANDBOX
+def evaluate(environment, profile, tracking_uri, run_id, experiment, workdir, sandbox) -> None:
     """Measure ENVIRONMENT's recipe as it is on disk, scored by its evaluator, as one trial."""
-    settings = Settings(environment, profile, 0, tracking_uri, experiment, workdir=workdir)
+    settings = Settings(environment, profile, 0, tracking_uri, experiment, workdir=workdir,
+                        sandbox=sandbox)
     trial = _guard(lambda: evaluate_recipe(settings, run_id, echo=click.echo))
     if trial.verdict != "ok":
         sys.exit(1)
@@ -188,6 +198,27 @@ def envs() -> None:
             click.echo(f"{name:<16} {env.direction.value} {env.score_metric}; profiles: "
                        f"{', '.join(env.profiles)}; {env.root}")
     _guard(show)
+
+
+@main.command()
+@_URI
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".autoresearch"),
+              envvar="AUTORESEARCH_WORKDIR", show_default=True,
+              help="Where campaigns keep their data cache.")
+@_SANDBOX
+def doctor(tracking_uri, workdir, sandbox) -> None:
+    """What works here: the sandbox, limits, GPUs, the tracking store, prepared data.
+
+    Exits 1 when something a campaign needs is missing; each such row says how to fix it.
+    """
+    checks = _guard(lambda: run_checks(tracking_uri, workdir, sandbox))
+    width = max(len(c.name) for c in checks)
+    for check in checks:
+        click.echo(f"{check.status:<5} {check.name:<{width}}  {check.detail}")
+        if check.fix and check.status != OK:
+            click.echo(f"{'':<5} {'':<{width}}  fix: {check.fix}")
+    if any(c.status == FAIL for c in checks):
+        sys.exit(1)
 
 
 def _guard(action):

@@ -29,9 +29,11 @@ HARNESS_PARAMETERS = ("seed", "data_dir", "out_dir")
 _TOP_KEYS = {
     "name", "description", "entry_point", "editable", "protected", "evaluator", "score",
     "min_delta", "seeds", "budgets", "gates", "parameters", "profiles", "specialists",
-    "default_profile", "python_path",
+    "default_profile", "python_path", "limits",
 }
-_PROFILE_KEYS = {"parameters", "seeds", "budgets", "gates", "min_delta"}
+_PROFILE_KEYS = {"parameters", "seeds", "budgets", "gates", "min_delta", "limits"}
+# Per-process limits of recipe code (execution/sandbox.py `Limits`); unset ones take its defaults.
+LIMIT_KEYS = ("memory_mb", "processes", "file_mb")
 _BUDGET_KEYS = {"train_seconds", "eval_seconds", "artifact_bytes"}
 
 
@@ -68,14 +70,17 @@ class Environment:
     description: str = ""
     python_path: tuple[Path, ...] = ()
     profiles: tuple[str, ...] = ()   # every profile the spec defines
+    limits: dict[str, int] = field(default_factory=dict)  # LIMIT_KEYS -> a positive integer
 
     def child_env(self) -> dict[str, str]:
         """Variables for the recipe's and the evaluator's processes: `python_path` put ahead of
-        any PYTHONPATH already set, so harness-owned code outside the workspace is importable."""
+        any PYTHONPATH already set, so harness-owned code outside the workspace is importable
+        (a package entry by its parent folder: the package, and only it, is what is shared)."""
         if not self.python_path:
             return {}
         current = os.environ.get("PYTHONPATH")
-        return {"PYTHONPATH": os.pathsep.join([*map(str, self.python_path), *([current] if current else [])])}
+        folders = [str(p.parent if (p / "__init__.py").is_file() else p) for p in self.python_path]
+        return {"PYTHONPATH": os.pathsep.join([*folders, *([current] if current else [])])}
 
     def is_protected(self, relpath: str) -> bool:
         """True for files no edit may touch: protected globs, the spec and the MLproject."""
@@ -187,6 +192,16 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
         problems.append("'parameters' must map entry-point parameter names to values")
         parameters = {}
 
+    limits = merged.get("limits") or {}
+    if not isinstance(limits, dict):
+        problems.append("'limits' must map limit names to positive integers, e.g. "
+                        "`limits: {memory_mb: 8192}`")
+        limits = {}
+    for key, value in limits.items():
+        if key not in LIMIT_KEYS:
+            problems.append(f"unknown limit {key!r}; allowed: {list(LIMIT_KEYS)}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            problems.append(f"'limits.{key}' must be a positive integer, got {value!r}")
     python_path = _python_path(root, merged.get("python_path", []), problems)
     entry_point = merged.get("entry_point")
     _check_mlproject(root, entry_point, parameters, problems)
@@ -214,6 +229,7 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
         description=str(merged.get("description", "")).strip(),
         python_path=python_path,
         profiles=tuple(raw["profiles"]) if isinstance(raw.get("profiles"), dict) else (profile,),
+        limits=dict(limits),
     )
 
 
@@ -265,7 +281,8 @@ def _evaluator_path(root: Path, value: Any, problems: list[str]) -> Path:
 
 
 def _python_path(root: Path, value: Any, problems: list[str]) -> tuple[Path, ...]:
-    """Folders outside the environment (so outside every workspace) that trials may import from."""
+    """Folders outside the environment (so outside every workspace) that trials may import from:
+    a package (a folder with `__init__.py`, importable by its name) or a folder of modules."""
     paths = [_outside(root, rel, "python_path entry", Path.is_dir, "list only folders outside it", problems)
              for rel in _str_list(value, "python_path", problems)]
     return tuple(path for path in paths if path)

@@ -23,6 +23,7 @@ SCHEMA_VERSION = "autoresearch.schema"
 ENVIRONMENT = "autoresearch.environment"
 CAMPAIGN = "autoresearch.campaign"
 PROFILE = "autoresearch.profile"
+SANDBOX = "autoresearch.sandbox"  # bwrap | none: what isolated the trial's recipe code
 TRIAL = "autoresearch.trial"
 SPECIALIST = "autoresearch.specialist"
 HYPOTHESIS = "autoresearch.hypothesis"

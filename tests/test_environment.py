@@ -90,9 +90,10 @@ def test_python_path_resolves_outside_folders_and_refuses_inside_ones(toy_env):
     assert "'../missing' does not exist" in str(err.value)
 
 
-def test_nanochat_puts_the_repository_root_on_the_python_path():
+def test_nanochat_shares_the_kernels_package_and_nothing_else_of_the_repository():
     env = load_environment("nanochat_d12", "tiny")
-    assert env.python_path == (ROOT,) and (ROOT / "kernels" / "attention.py").is_file()
+    assert env.python_path == (ROOT / "kernels",) and (ROOT / "kernels" / "attention.py").is_file()
+    assert env.child_env()["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)  # `import kernels`
 
 
 def test_a_spec_without_profiles_runs_as_its_one_profile(toy_env):

@@ -47,7 +47,7 @@ def test_a_wheel_installed_elsewhere_runs_the_shipped_environments(tmp_path):
     kernels = _run([str(fresh / "bin" / "python"), "-c",
                     "from mlflow_autoresearch import load_environment; "
                     "print(load_environment('nanochat_d12').python_path[0])"], empty, env=env)
-    assert (Path(kernels.stdout.strip()) / "kernels" / "attention.py").is_file()
+    assert (Path(kernels.stdout.strip()) / "attention.py").is_file()
     ran = _run([str(fresh / "bin" / "autoresearch"), "run", "airbench96", "--trials", "0"], empty,
                env=env)
     assert ran.stdout.startswith("t0000 baseline  ok"), ran.stdout

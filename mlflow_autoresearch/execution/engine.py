@@ -23,16 +23,18 @@ from .evaluator import Evaluator, disagreement
 from .preflight import PreflightError, prepare_workspace
 from .process import Group
 from .projects import SeedResult, run_seeds
+from .sandbox import Sandbox
 from .workspace import collect_logs, read_editable
 
 PREFLIGHT_LOG = "preflight.txt"
 
 
 def run_trial(env: Environment, proposal: Proposal, parent_recipe: dict[str, str] | None,
-              evaluator: Evaluator, run_dir: Path,
+              evaluator: Evaluator, run_dir: Path, sandbox: Sandbox,
               on_start: Callable[[Group], None] = lambda group: None,
               keep_run_dir: bool = False) -> TrialResult:
-    """Run `proposal` on `parent_recipe` (None: the recipe as the environment ships it).
+    """Run `proposal` on `parent_recipe` (None: the recipe as the environment ships it), its
+    seeds in `sandbox` (the evaluator runs its recipe-importing children in its own).
 
     `run_dir` is the trial's scratch folder (created here, removed after unless
     `keep_run_dir`); `on_start` records each process group before it starts.
@@ -46,7 +48,7 @@ def run_trial(env: Environment, proposal: Proposal, parent_recipe: dict[str, str
         workspace, outcome = _preflight(env, proposal, recipe, run_dir)
         if outcome is None:
             recipe = read_editable(env, workspace)
-            seeds = run_seeds(env, workspace, run_dir, evaluator.public_dir, on_start)
+            seeds = run_seeds(env, workspace, run_dir, evaluator.public_dir, sandbox, on_start)
             outcome = evaluator.score(run_dir, on_start)
             problem = disagreement(env, outcome)
             if problem:

@@ -21,6 +21,7 @@ from ..environment import Environment
 from ..errors import HarnessError
 from ..records import EXCERPT_CHARS, FailureLabel, Outcome
 from . import process
+from .sandbox import NONE, Sandbox
 
 OUTCOME_FILE = "outcome.json"
 SCHEMA = 2
@@ -43,10 +44,12 @@ class Evaluator(Protocol):
 
 @dataclass(frozen=True)
 class CommandEvaluator:
-    """Runs `python <env.evaluator> {prepare,score} ...` for one environment and profile."""
+    """Runs `python <env.evaluator> {prepare,score} ...` for one environment and profile; the
+    evaluator runs outside the sandbox and starts its recipe-importing children in `sandbox`."""
 
     env: Environment
     data_root: Path
+    sandbox: Sandbox = Sandbox(NONE)
 
     @property
     def data_dir(self) -> Path:
@@ -95,7 +98,7 @@ class CommandEvaluator:
         return [sys.executable, str(self.env.evaluator), *args]
 
     def _child_env(self) -> dict[str, str]:
-        return process.child_env(self.env.child_env())
+        return process.child_env({**self.env.child_env(), **self.sandbox.child_env()})
 
 
 def parse_outcome(text: str, seconds: float = 0.0) -> Outcome:

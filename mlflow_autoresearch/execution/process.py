@@ -11,9 +11,11 @@ leader of a new session and process group. The life of one:
    KeyboardInterrupt by the CLI), `run` kills the group before re-raising. If the harness itself
    dies (even by `kill -9`), the guard's parent-death signal kills the group (Linux).
 
-Not a sandbox: the command runs as the same user with the same files and network, and a process
-that leaves the group (`setsid`) escapes these kills. Call `start` from a thread that outlives
-the child: Linux sends the parent-death signal when the starting thread exits.
+Not a sandbox by itself: commands that run recipe code arrive here already wrapped by
+`sandbox.Sandbox.wrap`, whose PID namespace also catches a process that leaves the group
+(`setsid`); unwrapped (`--sandbox off`) such a process escapes these kills. Call `start` from a
+thread that outlives the child: Linux sends the parent-death signal when the starting thread
+exits.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from mlflow.projects.utils import fetch_and_validate_project, get_entry_point_co
 
 from ..environment import Environment
 from . import process
+from .sandbox import Sandbox
 
 HARNESS_FILE = "harness.json"
 logging.getLogger("mlflow.projects").setLevel(logging.WARNING)
@@ -53,13 +54,18 @@ class TrialSubmittedRun(SubmittedRun):
 
 class TrialBackend(AbstractBackend):
     """Launches one entry point of a local project; backend_config keys: `stdout`, `stderr`
-    (log paths), `grace_seconds` (SIGTERM to SIGKILL), `env` (the child's whole environment)."""
+    (log paths), `grace_seconds` (SIGTERM to SIGKILL), `env` (the child's whole environment),
+    `sandbox` (a `Sandbox`), `read` and `write` (what the command may see besides the project
+    folder, which it sees read-only)."""
 
     def run(self, project_uri, entry_point, params, version, backend_config, tracking_uri,
             experiment_id):
         work_dir = fetch_and_validate_project(project_uri, version, entry_point, params)
         command = get_entry_point_command(load_project(work_dir), entry_point, params, None)[0]
-        child = process.start(["bash", "-c", command], Path(work_dir), backend_config["env"],
+        sandbox: Sandbox = backend_config["sandbox"]
+        argv = sandbox.wrap(["bash", "-c", command], (work_dir, *backend_config["read"]),
+                            tuple(backend_config["write"]), work_dir)
+        child = process.start(argv, Path(work_dir), backend_config["env"],
                               Path(backend_config["stdout"]), Path(backend_config["stderr"]),
                               float(backend_config.get("grace_seconds", process.GRACE_SECONDS)))
         return TrialSubmittedRun(child)
@@ -77,9 +83,11 @@ class SeedResult:
 
 
 def run_seeds(env: Environment, workspace: Path, run_dir: Path, data_dir: Path,
-              on_start: Callable[[process.Group], None] = lambda group: None,
+              sandbox: Sandbox, on_start: Callable[[process.Group], None] = lambda group: None,
               grace: float = process.GRACE_SECONDS) -> list[SeedResult]:
-    """Run the entry point once per seed as a cold process; stop at the first failed seed.
+    """Run the entry point once per seed as a cold process in `sandbox`; stop at the first
+    failed seed. Each seed sees the workspace and `data_dir` read-only and writes only its
+    output folder.
 
     Writes `run_dir/harness.json` (the evaluator's input, schema in evaluators/README.md) and
     returns the per-seed results. `on_start(group)` records each process group before it runs.
@@ -94,7 +102,8 @@ def run_seeds(env: Environment, workspace: Path, run_dir: Path, data_dir: Path,
         submitted = TrialBackend().run(
             str(workspace), env.entry_point, params, None,
             {"stdout": str(seed_dir / "stdout.txt"), "stderr": str(seed_dir / "stderr.txt"),
-             "grace_seconds": grace, "env": process.child_env(env.child_env())}, None, None)
+             "grace_seconds": grace, "env": process.child_env(env.child_env()),
+             "sandbox": sandbox, "read": [str(data_dir)], "write": [str(out_dir)]}, None, None)
         finished = process.supervise(submitted.child, env.train_seconds, on_start)
         rel = seed_dir.relative_to(run_dir)
         results.append(SeedResult(seed, round(finished.seconds, 4), finished.exit_code,

@@ -139,6 +139,16 @@ class MlflowStore:
             with sqlite3.connect(self.uri[len("sqlite:///"):], timeout=20) as db:
                 db.execute("ANALYZE")
 
+    def check_writable(self) -> None:
+        """Write a tag on the default experiment and remove it again; StoreError if refused."""
+        key = f"{tags.PREFIX}doctor"
+        try:
+            self.client.set_experiment_tag("0", key, str(time.time()))
+            self.client.delete_experiment_tag("0", key)
+        except MlflowException as exc:
+            raise StoreError(f"the tracking store at {self.uri} refused a write: "
+                             f"{exc.message.splitlines()[0]}") from None
+
     def acquire_lease(self, campaign_id: str, take_over: bool = False) -> Lease:
         """Hold the campaign for this loop until `Lease.release` (see `_lease`)."""
         name = self._name(campaign_id)
@@ -181,9 +191,10 @@ class MlflowStore:
         return _search.next_number(self.client, campaign_id)
 
     def create_trial(self, campaign_id: str, env: Environment, number: int, proposal: Proposal,
-                     context: str, run_id: str | None = None) -> str:
+                     context: str, run_id: str | None = None, sandbox: str = "none") -> str:
         """Open the trial's run (RUNNING) with the proposal: tags, the diff and the context the
-        specialist saw. `run_id` adopts a run someone else opened (`mlflow run`)."""
+        specialist saw, and the sandbox its recipe code runs in (`bwrap` or `none`). `run_id`
+        adopts a run someone else opened (`mlflow run`)."""
         lease = self._leases.get(campaign_id)
         if lease is not None:
             lease.verify()
@@ -200,6 +211,7 @@ class MlflowStore:
             tags.DIFF_SHA: diff_sha(proposal.diff),
             tags.LINEAGE_PATH: cap_path(lineage_path(proposal.parent_id, parent_path)),
             tags.MLFLOW_RUN_NAME: f"t{number:04d}-{proposal.specialist}",
+            tags.SANDBOX: sandbox,
         }
         if run_id is None:  # an adopted `mlflow run` keeps the entry point it was started with
             run_tags[tags.MLFLOW_ENTRY_POINT] = env.entry_point

@@ -91,8 +91,9 @@ class TrialStoreContract:
 
     def test_a_trial_is_running_until_finished_then_never_rewritten(self, store, env, campaign):
         proposal = Proposal("baseline", "as shipped", "", None, expected_delta=0.0)
-        run_id = store.create_trial(campaign, env, 0, proposal, "the context")
+        run_id = store.create_trial(campaign, env, 0, proposal, "the context", sandbox="bwrap")
         running = store.get_trial(run_id)
+        assert store.raw(run_id).tags[tags.SANDBOX] == "bwrap"
         assert running.status == "RUNNING" and running.label is None and running.number == 0
         assert store.read_text(run_id, tags.CONTEXT) == "the context"
         done = store.finish_trial(run_id, 0, proposal, _result(FailureLabel.OK, 3.0),

@@ -1,0 +1,150 @@
+"""The launcher: runs one command under the limits, in bubblewrap where the policy says so.
+
+    python -I -S _launch.py POLICY_JSON -- COMMAND...
+
+Run by path, imported by nobody, standard library only, so it starts in milliseconds. The
+policy (written by `sandbox.Sandbox.wrap`): `kind` (`bwrap` or `none`), `limits` (memory_mb,
+processes, file_mb), `read` and `write` (paths the command sees read-only or writable), `cwd`.
+It puts itself under the limits (inherited by everything it executes), then replaces itself with
+`bwrap ... -- COMMAND` or with COMMAND.
+
+Limits: memory and processes through a cgroup of their own (v1 or v2) where this process may make
+one, else `RLIMIT_AS` and `RLIMIT_NPROC` (which never bind root); file size always through
+`RLIMIT_FSIZE`. The namespaces are bubblewrap's: none is made here.
+"""
+
+import glob
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_DIR = "autoresearch"
+STALE_CGROUP_SECONDS = 60.0
+SYSTEM_DIRS = ("/usr", "/etc", "/opt")
+TOP_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+GPU_DEVICES = ("/dev/nvidia*", "/dev/dri")
+MB = 1 << 20
+
+
+def bwrap_argv(policy: dict) -> list[str]:
+    """The bubblewrap command line for `policy` (everything before the command)."""
+    argv = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--cap-drop", "ALL"]
+    for path in SYSTEM_DIRS:
+        argv += ["--ro-bind-try", path, path]
+    for path in TOP_LINKS:
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    devices = sorted(d for pattern in GPU_DEVICES for d in glob.glob(pattern))
+    for device in devices:
+        argv += ["--dev-bind", device, device]
+    if devices:  # CUDA and NVML read the PCI topology and driver state under /sys
+        argv += ["--ro-bind", "/sys", "/sys"]
+    argv += ["--size", str(policy["limits"]["file_mb"] * MB), "--tmpfs", "/tmp"]
+    binds = [(p, "--ro-bind") for p in policy["read"]] + [(p, "--bind") for p in policy["write"]]
+    for path, how in sorted(binds, key=lambda b: len(Path(b[0]).parts)):  # parents first
+        argv += [how, path, path]
+    argv += ["--remount-ro", "/", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]
+    if policy.get("cwd"):
+        argv += ["--chdir", policy["cwd"]]
+    return [*argv, "--"]
+
+
+def apply_limits(limits: dict) -> str:
+    """Put this process under `limits` (inherited by what it executes); returns how memory and
+    processes are bounded: `cgroup` or `rlimit`."""
+    file_bytes = limits["file_mb"] * MB
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
+    if _join_cgroup(limits):
+        return "cgroup"
+    memory = limits["memory_mb"] * MB
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
+    return "rlimit"
+
+
+def _join_cgroup(limits: dict) -> bool:
+    """Create a cgroup with the memory and process limits and move this process into it."""
+    v2 = CGROUP_ROOT / "cgroup.controllers"
+    if v2.is_file() and {"memory", "pids"} <= set(v2.read_text().split()):
+        files = {CGROUP_ROOT: {"memory.max": limits["memory_mb"] * MB, "memory.swap.max": 0,
+                               "pids.max": limits["processes"]}}
+    else:
+        files = {CGROUP_ROOT / "memory": {"memory.limit_in_bytes": limits["memory_mb"] * MB},
+                 CGROUP_ROOT / "pids": {"pids.max": limits["processes"]}}
+    name = f"{os.getpid()}-{time.time_ns()}"
+    made = []
+    try:
+        for root, values in files.items():
+            parent = root / _own_cgroup(root).lstrip("/") / CGROUP_DIR
+            parent.mkdir(exist_ok=True)
+            _sweep(parent)
+            group = parent / name
+            group.mkdir()
+            made.append(group)
+            for key, value in values.items():
+                if (group / key).exists():
+                    (group / key).write_text(str(value))
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+        return True
+    except OSError:
+        for group in reversed(made):
+            _leave(group)
+        return False
+
+
+def _own_cgroup(root: Path) -> str:
+    """This process's cgroup path in the hierarchy mounted at `root` (v1) or the unified one."""
+    controller = root.name
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        number, names, path = line.split(":", 2)
+        if (root == CGROUP_ROOT and number == "0") or controller in names.split(","):
+            return path
+    raise OSError(f"no cgroup of {controller}")
+
+
+def _sweep(parent: Path) -> None:
+    """Remove the empty cgroups earlier launches left (a cgroup outlives its last process)."""
+    for group in parent.iterdir():
+        try:
+            if group.is_dir() and time.time() - group.stat().st_mtime > STALE_CGROUP_SECONDS:
+                group.rmdir()
+        except OSError:
+            pass  # still in use
+
+
+def _leave(group: Path) -> None:
+    try:
+        (group.parent.parent / "cgroup.procs").write_text(str(os.getpid()))
+    except OSError:
+        pass
+    try:
+        group.rmdir()
+    except OSError:
+        pass
+
+
+def main(argv: list[str]) -> None:
+    """`launcher POLICY_JSON -- COMMAND...`: apply the limits, then execute the command."""
+    if len(argv) < 3 or argv[1] != "--":
+        sys.exit("usage: _launch.py POLICY_JSON -- COMMAND...")
+    policy, command = json.loads(argv[0]), argv[2:]
+    apply_limits(policy["limits"])
+    if policy["kind"] == "bwrap":
+        command = bwrap_argv(policy) + command
+    elif policy.get("cwd"):
+        os.chdir(policy["cwd"])
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:
+        sys.exit(f"sandbox launcher: cannot execute {command[0]}: {exc}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
