@@ -15,7 +15,9 @@ score, per seed: the harness's timing and exit code; then, in a child process un
   CORE code scores every task of the bundle (docs/reference/environments.md 3.2): multiple choice
   and schema pick the lowest mean continuation loss, language modelling needs every greedy token
   right; centred accuracy (acc - b) / (1 - b) per task, CORE = their mean. Validation bpb (summed
-  nats / ln 2 / summed bytes) is secondary. Gate: the model's depth equals gates.depth.
+  nats / ln 2 / summed bytes) is secondary. Probe causality (`_lm.flip_probe`): the model scores
+  the first seq_len + 1 validation tokens twice, one token near the end replaced the second time;
+  a changed loss at any earlier target is `illegal`. Gate: the model's depth equals gates.depth.
 Score: mean CORE over seeds (maximize). Nothing the trainer prints or writes is read.
 """
 
@@ -284,7 +286,8 @@ def val_nll(model, tokens: np.ndarray, seq_len: int) -> np.ndarray:
 
 
 def child_main(argv: list[str]) -> int:
-    """`core RECIPE PROFILE CHECKPOINT TOKENIZER BUNDLE VAL_TOKENS OUT`: CORE and val losses."""
+    """`core RECIPE PROFILE CHECKPOINT TOKENIZER BUNDLE VAL_TOKENS OUT`: CORE, val losses and
+    the causality probe."""
     import sentencepiece as spm
 
     recipe, profile, checkpoint, tokenizer, bundle, val_path, out = argv
@@ -297,9 +300,13 @@ def child_main(argv: list[str]) -> int:
     for task in load_tasks(Path(bundle), settings.get("max_per_task", settings.get("items"))):
         results[task["label"]] = (task_accuracy(model, sp, task, settings["seq_len"]),
                                   task["baseline"])
-    nll = val_nll(model, np.load(val_path), settings["seq_len"])
+    tokens = np.load(val_path)
+    nll = val_nll(model, tokens, settings["seq_len"])
+    eval_seconds = time.perf_counter() - started
+    causal_diff, causal_at = _lm.flip_probe(lambda stream: -val_nll(model, stream, len(stream)),
+                                            tokens[: settings["seq_len"] + 1], sp.get_piece_size())
     doc = {"tasks": results, "depth": int(model.depth), "vocab": int(model.vocab_size),
-           "eval_seconds": time.perf_counter() - started}
+           "eval_seconds": eval_seconds, "causal_diff": causal_diff, "causal_at": causal_at}
     np.save(out + ".nll.npy", nll)
     Path(out).write_text(json.dumps(doc))
     return 0
@@ -364,6 +371,11 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
         if doc["vocab"] != int(meta["vocab_size"]) or not np.isfinite(nll).all():
             failures.append(("crash", f"seed {seed}: the model predicts over {doc['vocab']} "
                              f"tokens (tokenizer {meta['vocab_size']}) or a loss is not finite"))
+            continue
+        if doc["causal_at"] >= 0:
+            failures.append(("illegal", f"probe causality: seed {seed}: replacing one validation "
+                             f"token changed the loss at earlier target {doc['causal_at']} (by up "
+                             f"to {doc['causal_diff']:.3g} nats)"))
             continue
         centred = {k: centered(acc, base) for k, (acc, base) in doc["tasks"].items()}
         for k, v in centred.items():

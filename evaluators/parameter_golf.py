@@ -167,20 +167,9 @@ def collect(module, model, tokens: np.ndarray, hp, ttt: bool) -> tuple[np.ndarra
 
 def flip_probe(module, artifact: Path, profile: str, hp, tokens: np.ndarray, vocab: int,
                ttt: bool) -> tuple[float, int]:
-    """Score a prefix twice, the second time with one token replaced at 3/4 of its length.
-
-    Every target before the flipped position must keep a bit-identical log-probability (the
-    PR #1240 token-flip test). Returns (largest change before the flip, first changed target or -1).
-    """
-    j = len(tokens) * 3 // 4 + 7
-    flipped = tokens.copy()
-    flipped[j] = (int(tokens[j]) + vocab // 2) % vocab
-    base, _, _, _ = collect(module, module.load_artifact(artifact, profile), tokens, hp, ttt)
-    moved, _, _, _ = collect(module, module.load_artifact(artifact, profile), flipped, hp, ttt)
-    before = slice(0, j - 1)  # targets 1..j-1 sit at indices 0..j-2
-    diff = np.abs(base[before] - moved[before])
-    changed = np.flatnonzero(diff != 0)
-    return float(diff.max(initial=0.0)), int(changed[0]) + 1 if len(changed) else -1
+    """`_lm.flip_probe` through `collect`, each pass on a freshly loaded model."""
+    return _lm.flip_probe(lambda stream: collect(module, module.load_artifact(artifact, profile),
+                                                 stream, hp, ttt)[0], tokens, vocab)
 
 
 def child_main(argv: list[str]) -> int:

@@ -69,6 +69,8 @@ def test_loop_labels_each_failure(tmp_path):
             replace_in(RECIPE, "ASPECT_RATIO = 64", "ASPECT_RATIO = 21")(files))),
         ("slow eval", replace_in(RECIPE, load, "    time.sleep(3600)\n" + load)),
         ("fake score", replace_in(RECIPE, main, main + "    print('CORE metric: 0.9999')\n")),
+        # listed before "triton": were that kept, the SDPA call edited here would not run
+        ("peeks ahead", replace_in(RECIPE, "is_causal=True", "is_causal=False")),
         # kernels/ comes from python_path (outside the workspace); on CPU it runs SDPA.
         ("triton", replace_in(RECIPE, 'ATTENTION_BACKEND = "sdpa"', 'ATTENTION_BACKEND = "triton"')),
     ]
@@ -86,6 +88,8 @@ def test_loop_labels_each_failure(tmp_path):
     assert got["slow eval"].label is FailureLabel.EVAL_BUDGET_OVERRUN
     assert got["fake score"].label is FailureLabel.OK
     assert got["fake score"].score == baseline.score  # same seed, same checkpoint, same CORE
+    assert got["peeks ahead"].label is FailureLabel.ILLEGAL, got["peeks ahead"].excerpt
+    assert "probe causality" in got["peeks ahead"].excerpt and not got["peeks ahead"].is_kept
     assert got["triton"].label is FailureLabel.OK, got["triton"].excerpt
     client = MlflowClient(settings.tracking_uri)
     for trial in summary.trials:

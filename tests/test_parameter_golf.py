@@ -80,6 +80,7 @@ def test_loop_labels_each_training_failure(tmp_path):
         ("reads validation", replace_in(RECIPE, main, main + "    (args.data_dir.parent / "
                                         "'private' / 'fineweb_val_000000.bin').read_bytes()\n")),
         ("fake score", replace_in(RECIPE, main, main + "    print('val_bpb: 0.0001')\n")),
+        ("peeks ahead", replace_in(RECIPE, "is_causal=True", "is_causal=False")),
     ]
     settings = Settings(str(env_dir), "tiny", trials=len(script),
                         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -97,6 +98,8 @@ def test_loop_labels_each_training_failure(tmp_path):
     assert "data-isolation" in got["reads validation"].excerpt
     assert got["fake score"].label is FailureLabel.OK
     assert got["fake score"].score == baseline.score  # same seed, same artifact, same bpb
+    assert got["peeks ahead"].label is FailureLabel.ILLEGAL, got["peeks ahead"].excerpt
+    assert "probe causality" in got["peeks ahead"].excerpt and not got["peeks ahead"].is_kept
     client = MlflowClient(settings.tracking_uri)
     for trial in summary.trials:
         check_trial(client, client.get_run(trial.run_id), summary.campaign)
