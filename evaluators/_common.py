@@ -129,6 +129,7 @@ class SeedRun:
     out_dir: Path
     stdout: Path
     stderr: Path
+    refused: str = ""  # links and special files the harness removed from out_dir
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def load_harness(run_dir: Path) -> Harness:
                 exit_code=_integer(entry["exit_code"], "exit_code"),
                 timed_out=bool(entry["timed_out"]),
                 out_dir=run_dir / entry["out_dir"], stdout=run_dir / entry["stdout"],
-                stderr=run_dir / entry["stderr"])
+                stderr=run_dir / entry["stderr"], refused=str(entry.get("refused", "")))
             if run.seed not in expected or run.seed in seeds:
                 raise HarnessError(f"{path}: seed {run.seed} is unexpected or repeated")
             if run.wall_seconds <= 0:
@@ -312,10 +313,14 @@ def applied_gates(harness: Harness, known: Iterable[str]) -> tuple[str, ...]:
 
 
 def process_status(run: SeedRun | None, seed: int, budget: float | None, recipe: str) -> tuple[str, str]:
-    """(label, excerpt) of one seed's training process: it did not run, ran over `budget` (or was
-    killed), or exited non-zero (excerpt: the traceback's end in `recipe`); else ("ok", "")."""
+    """(label, excerpt) of one seed's training process: it did not run, left links in its output
+    (illegal), ran over `budget` (or was killed), or exited non-zero (excerpt: the traceback's
+    end in `recipe`); else ("ok", "")."""
     if run is None:
         return "crash", f"seed {seed} did not run (the runner stops at the first failed seed)"
+    if run.refused:
+        return "illegal", (f"seed {seed} left links or special files in its output folder, "
+                           f"which the harness removed: {run.refused}")
     if run.timed_out or (budget is not None and run.wall_seconds > budget):
         limit = f"the {budget:g} s budget" if budget is not None else "its budget"
         return ("train_budget_overrun", f"seed {seed} ran {run.wall_seconds:.1f} s, over "

@@ -53,9 +53,31 @@ def _bubblewrap(mode: str, problem: str) -> Check:
                  f"{problem}; `auto` runs recipes unsandboxed", fix)
 
 
-def _inside(sandbox: Sandbox, code: str, read: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    argv = sandbox.wrap([sys.executable, "-c", code], read)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+# Run inside the sandbox with argv [secret file, readable folder]; prints what it managed to do.
+FORBIDDEN = """
+import pathlib, socket, sys
+attempts = {
+    "read a file beside the data": lambda: pathlib.Path(sys.argv[1]).read_text(),
+    "write the read-only data": lambda: pathlib.Path(sys.argv[2], "x").write_text("x"),
+    "open a network connection": lambda: socket.create_connection(("1.1.1.1", 53), timeout=2),
+}
+for name, attempt in attempts.items():
+    try:
+        attempt()
+        print(name)
+    except OSError:
+        pass
+"""
+
+
+def _inside(sandbox: Sandbox, argv: list[str], read: tuple[str, ...] = ()
+            ) -> subprocess.CompletedProcess:
+    """Run `argv` in `sandbox`; a launch that fails or hangs is a failed process, not a raise."""
+    wrapped = sandbox.wrap(argv, read)
+    try:
+        return subprocess.run(wrapped, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return subprocess.CompletedProcess(wrapped, 1, "", str(exc))
 
 
 def _sandbox_view() -> Check:
@@ -64,14 +86,9 @@ def _sandbox_view() -> Check:
         secret, shown = Path(tmp) / "private.txt", Path(tmp) / "public"
         secret.write_text("secret")
         shown.mkdir()
-        code = (f"import pathlib\ntry:\n    pathlib.Path({str(secret)!r}).read_text()\n"
-                f"    print('READ')\nexcept OSError:\n    pass\ntry:\n"
-                f"    pathlib.Path({str(shown)!r}, 'x').write_text('x')\n    print('WROTE')\n"
-                f"except OSError:\n    pass\nimport socket\ntry:\n"
-                f"    socket.create_connection(('1.1.1.1', 53), timeout=2)\n    print('NET')\n"
-                f"except OSError:\n    pass\n")
-        result = _inside(Sandbox(BWRAP, system=python_paths()), code, (str(shown),))
-    leaks = result.stdout.split()
+        result = _inside(Sandbox(BWRAP, system=python_paths()),
+                         [sys.executable, "-c", FORBIDDEN, str(secret), str(shown)], (str(shown),))
+    leaks = result.stdout.strip().splitlines()
     if result.returncode != 0:
         return Check("sandbox view", FAIL, f"a command inside the sandbox failed: "
                      f"{result.stderr.strip()[-200:]}", "run `autoresearch doctor` as the user "
@@ -84,15 +101,13 @@ def _sandbox_view() -> Check:
 
 
 def _limits() -> Check:
-    result = _inside(Sandbox(NONE), "print(open('/proc/self/cgroup').read())")
+    result = _inside(Sandbox(NONE), ["cat", "/proc/self/cgroup"])
     if "autoresearch" in result.stdout:
         return Check("limits", OK, "memory and processes by cgroup, file size by rlimit")
-    detail = "memory and processes by rlimit (RLIMIT_AS, RLIMIT_NPROC), file size by rlimit"
-    if os.getuid() == 0:
-        return Check("limits", WARN, detail + "; RLIMIT_NPROC never binds root, so a fork bomb "
-                     "is bounded only by the budget", "give the harness a writable cgroup "
-                     "(cgroup v1 memory+pids, or v2 with both controllers delegated)")
-    return Check("limits", OK, detail)
+    return Check("limits", WARN, "no cgroup could be made: memory by RLIMIT_AS (none on GPU "
+                 "machines), file size by RLIMIT_FSIZE, processes unbounded (a fork bomb runs "
+                 "until the budget)", "let the harness's user create cgroups (v1 memory and pids, "
+                 "or v2 with both controllers delegated)")
 
 
 def _gpus(kind: str) -> Check:
@@ -101,16 +116,25 @@ def _gpus(kind: str) -> Check:
         return Check("GPUs", OK, "none on this machine (CPU profiles only)")
     if kind != BWRAP:
         return Check("GPUs", OK, f"{len(outside)} visible (no sandbox)")
-    seen = _inside(Sandbox(BWRAP, system=python_paths()),
-                   "import glob; print(len(glob.glob('/dev/nvidia[0-9]*')))").stdout.strip()
+    count = "import glob; print(len(glob.glob('/dev/nvidia[0-9]*')))"
+    result = _inside(Sandbox(BWRAP, system=python_paths()), [sys.executable, "-c", count])
+    seen = result.stdout.strip() if result.returncode == 0 else f"none ({result.stderr[-200:]})"
     status = OK if seen == str(len(outside)) else FAIL
-    return Check("GPUs", status, f"{len(outside)} on the machine, {seen or 0} inside the sandbox",
-                 "" if status == OK else "check that /dev/nvidia* exist when the harness starts")
+    return Check("GPUs", status, f"{len(outside)} on the machine, {seen} inside the sandbox",
+                 "" if status == OK else "check `bwrap --dev-bind /dev/nvidia0 /dev/nvidia0 ...` "
+                 "by hand, or run with --sandbox off")
 
 
 def _store(tracking_uri: str | None) -> Check:
+    uri = tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    if path is not None and not path.exists():  # doctor creates no store
+        if os.access(path.parent, os.W_OK):
+            return Check("tracking store", OK, f"{uri}: none yet; the first campaign creates it")
+        return Check("tracking store", FAIL, f"{uri}: its folder is not writable",
+                     "pass --tracking-uri with a writable place")
     try:
-        store = MlflowStore(tracking_uri)
+        store = MlflowStore(uri)
         store.check_writable()
     except AutoresearchError as exc:
         return Check("tracking store", FAIL, str(exc), "start the server or fix --tracking-uri")

@@ -16,10 +16,17 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
+
+from mlflow_autoresearch.execution.sandbox import bwrap_works
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
+# Tests that need bubblewrap skip where it does not work, except in CI (which installs it).
+_NO_BWRAP = bwrap_works()
+needs_bwrap = pytest.mark.skipif(bool(_NO_BWRAP) and not os.environ.get("CI"),
+                                 reason=_NO_BWRAP or "bwrap works")
 
 
 def copy_env(src: Path, dest: Path, evaluators: Path, **spec_overrides) -> Path:

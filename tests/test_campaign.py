@@ -141,19 +141,21 @@ def test_a_standalone_evaluation_never_touches_the_campaign(toy_env, store, tmp_
                                  experiment="autoresearch/toy"), echo=lambda line: None)
 
 
-def test_a_recipe_that_writes_its_own_verdict_is_illegal_and_overwritten(toy_env, store, tmp_path):
+def test_a_recipe_that_writes_its_own_verdict_is_illegal_and_overwritten(toy_env, store, tmp_path,
+                                                                        monkeypatch):
     """Without a sandbox (which hides the store: tests/test_tamper.py), recipes still get no
     MLflow variables; one that finds the store anyway and rewrites its trial number, label and
     score is caught by value, and its keys are rewritten."""
     tamper = lambda files: replace_in(RECIPE, 'STORE = ""', f'STORE = "{store}"')(  # noqa: E731
         replace_in(RECIPE, 'MODE = "normal"', 'MODE = "tamper"')(files))
     environ = replace_in(RECIPE, 'MODE = "normal"', 'MODE = "environ"')
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     summary, _ = _campaign(toy_env, store, tmp_path, [("environ", environ), ("tamper", tamper)],
                            keep_run_dirs=True, sandbox="off")
     assert _labels(summary) == ["ok", "ok", "illegal"]
     seen = json.loads(next((tmp_path / "work" / "runs").glob("t0001-*/seeds/0/out/environ.json"))
                       .read_text())
-    assert not [k for k in seen if k.startswith("MLFLOW_")], seen
+    assert not [k for k in seen if k.startswith("MLFLOW_") or k == "OPENAI_API_KEY"], seen
     tampered = MlflowStore(store).raw(summary.trials[2].run_id)
     assert "tag 'autoresearch.trial'" in summary.trials[2].excerpt
     assert "metric 'score'" in summary.trials[2].excerpt

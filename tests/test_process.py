@@ -123,11 +123,15 @@ def test_a_killed_harness_takes_its_children_with_it(tmp_path):
     assert process_gone(guard, 5) and process_gone(grandchild, 5)
 
 
-def test_children_get_no_mlflow_variables(tmp_path, monkeypatch):
+def test_children_get_no_mlflow_variables_and_no_secrets(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
     monkeypatch.setenv("MLFLOW_RUN_ID", "abc")
+    for name in ("OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "DB_PASSWORD"):
+        monkeypatch.setenv(name, "s3cret")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     env = process.child_env({"EXTRA": "1"})
     assert not [k for k in env if k.startswith("MLFLOW_")] and env["EXTRA"] == "1"
+    assert "s3cret" not in env.values() and env["OMP_NUM_THREADS"] == "1"
 
 
 def test_reap_kills_only_the_recorded_process(tmp_path):

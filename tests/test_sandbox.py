@@ -22,9 +22,8 @@ from mlflow_autoresearch.execution.sandbox import (BWRAP, Limits, Sandbox, bwrap
                                                    python_paths)
 from mlflow_autoresearch.store import MlflowStore
 from mlflow_autoresearch.testing import ScriptedAgent, replace_in
-from support import ROOT, free_port
+from support import ROOT, free_port, needs_bwrap
 
-needs_bwrap = pytest.mark.skipif(bool(bwrap_works()), reason=bwrap_works() or "")
 
 
 def _spec(env_dir: Path, **keys) -> None:
@@ -100,11 +99,17 @@ def test_an_evaluator_child_sees_only_what_it_is_given(tmp_path):
 def test_doctor_prints_one_table_and_fails_on_a_missing_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    good = runner.invoke(main, ["doctor", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    fresh = runner.invoke(main, ["doctor", "--tracking-uri", uri])
+    assert "none yet; the first campaign creates it" in fresh.output and fresh.exit_code == 0
+    assert not (tmp_path / "m.db").exists()  # the doctor creates no store
+    MlflowStore(uri).check_writable()
+    good = runner.invoke(main, ["doctor", "--tracking-uri", uri])
     rows = {line[6:].split("  ")[0].strip(): line[:5].strip()
             for line in good.output.splitlines() if line[:1] in "owF"}
     assert good.exit_code == 0, good.output
-    assert rows["tracking store"] == "ok" and rows["limits"] in ("ok", "warn")
+    assert rows["tracking store"] == "ok" and "a test write went through" in good.output
+    assert rows["limits"] in ("ok", "warn")
     assert rows["data airbench96/tiny"] == "warn" and "fix: " in good.output
     if not bwrap_works():
         assert rows["sandbox"] == "ok" and rows["sandbox view"] == "ok"

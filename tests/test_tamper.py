@@ -22,17 +22,17 @@ import yaml
 
 from mlflow_autoresearch.campaign import Settings, run_campaign
 from mlflow_autoresearch.tags import SPECIALIST
-from mlflow_autoresearch.execution.sandbox import BWRAP, bwrap_works
+from mlflow_autoresearch.execution.sandbox import BWRAP
 from mlflow_autoresearch.execution.workspace import snapshot
 from mlflow_autoresearch.records import FailureLabel
 from mlflow_autoresearch.store import MlflowStore
 from mlflow_autoresearch.testing import ScriptedAgent, replace_in
+from support import needs_bwrap
 
 RECIPE = "recipe/toy.py"
 ANCHOR = '    preds = np.load(Path(args.data_dir) / "test_x.npy") @ w\n'
 LIMITS = {"memory_mb": 1024, "processes": 64, "file_mb": 64}
 TRAIN_SECONDS = 8
-needs_bwrap = pytest.mark.skipif(bool(bwrap_works()), reason=bwrap_works() or "")
 
 
 @dataclass
@@ -88,6 +88,11 @@ def _scratch(ctx: Ctx, trial) -> Path:
 ATTEMPTS = [
     Attempt("read the private labels",
             'preds = np.load(Path(args.data_dir).parent / "private" / "test_y.npy")',
+            lambda ctx, t: t.label is FailureLabel.OK and t.score < 1e-12),
+    Attempt("link the output to the private labels",
+            'Path(args.out_dir, "predictions.npy").symlink_to(\n'
+            '    Path(args.data_dir).parent / "private" / "test_y.npy")\n'
+            'return',
             lambda ctx, t: t.label is FailureLabel.OK and t.score < 1e-12),
     Attempt("write the evaluator",
             'with open("{c.evaluators}/toy.py", "a") as f:\n    f.write("# mine\\n")',
@@ -148,8 +153,10 @@ ATTEMPTS = [
             lambda ctx, t: any(_scratch(ctx, t).glob("seeds/*/out/hog.txt"))),
 ]
 # What succeeds without a sandbox; the limits (cgroup or rlimit) stop the rest either way.
+# The harness removes links from every output folder before the evaluator reads it.
 SUCCEED_UNSANDBOXED = {a.name for a in ATTEMPTS} - {"fork bomb", "write a 2 GB file",
-                                                    "eat the memory"}
+                                                    "eat the memory",
+                                                    "link the output to the private labels"}
 
 
 def _hostile_env(tmp_path: Path, toy_env: Path) -> Path:
@@ -222,7 +229,10 @@ def test_hostile_recipes(sandbox, toy_env, store, tmp_path):
         [(t.hypothesis, t.verdict) for t in summary.trials]
     assert got["setsid, double fork and outlive the budget"].label is \
         FailureLabel.TRAIN_BUDGET_OVERRUN
-    for name in ("read the private labels", "write the SQLite store", "connect to a loopback port",
+    assert "predictions.npy (a link to" in (
+        _scratch(ctx, got["link the output to the private labels"]) / "harness.json").read_text()
+    for name in ("read the private labels", "link the output to the private labels",
+                 "write the SQLite store", "connect to a loopback port",
                  "write the workspace", "fork bomb", "write a 2 GB file", "eat the memory"):
         assert got[name].label is FailureLabel.CRASH, (name, got[name].excerpt)
     assert snapshot(ctx.evaluators) == before_eval

@@ -8,9 +8,11 @@ processes, file_mb), `read` and `write` (paths the command sees read-only or wri
 It puts itself under the limits (inherited by everything it executes), then replaces itself with
 `bwrap ... -- COMMAND` or with COMMAND.
 
-Limits: memory and processes through a cgroup of their own (v1 or v2) where this process may make
-one, else `RLIMIT_AS` and `RLIMIT_NPROC` (which never bind root); file size always through
-`RLIMIT_FSIZE`. The namespaces are bubblewrap's: none is made here.
+Limits: memory and processes through a cgroup of their own (v1, or v2 with both controllers
+available to it) where this process may make one; otherwise memory through `RLIMIT_AS` (not on
+GPU machines: CUDA reserves far more address space than it uses) and processes not at all
+(`RLIMIT_NPROC` counts every process of the user, and never binds root). File size always
+through `RLIMIT_FSIZE`. The namespaces are bubblewrap's: none is made here.
 """
 
 import glob
@@ -24,7 +26,7 @@ from pathlib import Path
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_DIR = "autoresearch"
 STALE_CGROUP_SECONDS = 60.0
-SYSTEM_DIRS = ("/usr", "/etc", "/opt")
+SYSTEM_DIRS = ("/usr", "/etc")  # not /opt: images keep applications (and their data) there
 TOP_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 GPU_DEVICES = ("/dev/nvidia*", "/dev/dri")
 MB = 1 << 20
@@ -41,7 +43,7 @@ def bwrap_argv(policy: dict) -> list[str]:
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
     argv += ["--proc", "/proc", "--dev", "/dev"]
-    devices = sorted(d for pattern in GPU_DEVICES for d in glob.glob(pattern))
+    devices = _gpu_devices()
     for device in devices:
         argv += ["--dev-bind", device, device]
     if devices:  # CUDA and NVML read the PCI topology and driver state under /sys
@@ -56,28 +58,31 @@ def bwrap_argv(policy: dict) -> list[str]:
     return [*argv, "--"]
 
 
-def apply_limits(limits: dict) -> str:
-    """Put this process under `limits` (inherited by what it executes); returns how memory and
-    processes are bounded: `cgroup` or `rlimit`."""
+def apply_limits(limits: dict) -> None:
+    """Put this process under `limits` (inherited by what it executes)."""
     file_bytes = limits["file_mb"] * MB
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
-    if _join_cgroup(limits):
-        return "cgroup"
-    memory = limits["memory_mb"] * MB
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
-    return "rlimit"
+    if not _join_cgroup(limits) and not _gpu_devices():
+        memory = limits["memory_mb"] * MB
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+
+def _gpu_devices() -> list[str]:
+    return sorted(d for pattern in GPU_DEVICES for d in glob.glob(pattern))
 
 
 def _join_cgroup(limits: dict) -> bool:
-    """Create a cgroup with the memory and process limits and move this process into it."""
+    """Create a cgroup with the memory and process limits and move this process into it; False
+    (nothing changed) where a limit cannot be set. Swap limits are set where they exist."""
+    memory, processes = limits["memory_mb"] * MB, limits["processes"]
     v2 = CGROUP_ROOT / "cgroup.controllers"
-    if v2.is_file() and {"memory", "pids"} <= set(v2.read_text().split()):
-        files = {CGROUP_ROOT: {"memory.max": limits["memory_mb"] * MB, "memory.swap.max": 0,
-                               "pids.max": limits["processes"]}}
+    if v2.is_file():
+        files = {CGROUP_ROOT: {"memory.max": memory, "pids.max": processes,
+                               "memory.swap.max?": 0}}
     else:
-        files = {CGROUP_ROOT / "memory": {"memory.limit_in_bytes": limits["memory_mb"] * MB},
-                 CGROUP_ROOT / "pids": {"pids.max": limits["processes"]}}
+        files = {CGROUP_ROOT / "memory": {"memory.limit_in_bytes": memory,
+                                          "memory.memsw.limit_in_bytes?": memory},
+                 CGROUP_ROOT / "pids": {"pids.max": processes}}
     name = f"{os.getpid()}-{time.time_ns()}"
     made = []
     try:
@@ -88,9 +93,9 @@ def _join_cgroup(limits: dict) -> bool:
             group = parent / name
             group.mkdir()
             made.append(group)
-            for key, value in values.items():
-                if (group / key).exists():
-                    (group / key).write_text(str(value))
+            for key, value in values.items():  # a missing required file raises: no limit
+                if not key.endswith("?") or (group / key[:-1]).exists():
+                    (group / key.rstrip("?")).write_text(str(value))
             (group / "cgroup.procs").write_text(str(os.getpid()))
         return True
     except OSError:

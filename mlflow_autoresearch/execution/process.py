@@ -21,6 +21,7 @@ exits.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GRACE_SECONDS = 5.0
+SECRET = re.compile(r"API_?KEY|ACCESS_KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 GUARD = Path(__file__).resolve().with_name("_guard.py")
 
 
@@ -61,10 +63,11 @@ class Group:
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of harness children: this interpreter first on PATH, and no MLflow
-    variables at all (no tracking URI, run or experiment id): children write files, the
-    harness logs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    """The environment of harness children: this interpreter first on PATH, no MLflow variables
+    at all (no tracking URI, run or experiment id: children write files, the harness logs), and
+    no secrets (API keys, tokens, passwords), which a recipe could print into its logs."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MLFLOW_") and not SECRET.search(k)}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(extra or {})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -80,6 +81,7 @@ class SeedResult:
     out_dir: str
     stdout: str
     stderr: str
+    refused: str = ""  # what the harness removed from the output folder before scoring, and why
 
 
 def run_seeds(env: Environment, workspace: Path, run_dir: Path, data_dir: Path,
@@ -106,13 +108,29 @@ def run_seeds(env: Environment, workspace: Path, run_dir: Path, data_dir: Path,
              "sandbox": sandbox, "read": [str(data_dir)], "write": [str(out_dir)]}, None, None)
         finished = process.supervise(submitted.child, env.train_seconds, on_start)
         rel = seed_dir.relative_to(run_dir)
+        refused = remove_links(out_dir)
         results.append(SeedResult(seed, round(finished.seconds, 4), finished.exit_code,
                                   finished.timed_out, str(rel / "out"), str(rel / "stdout.txt"),
-                                  str(rel / "stderr.txt")))
-        if finished.timed_out or finished.exit_code != 0:
+                                  str(rel / "stderr.txt"), refused))
+        if finished.timed_out or finished.exit_code != 0 or refused:
             break
     write_harness_file(env, run_dir, workspace, results)
     return results
+
+
+def remove_links(out_dir: Path) -> str:
+    """Remove every symbolic link and special file a seed left in its output folder, and say
+    which: the evaluator runs outside the sandbox, and a link would have it read, as the seed's
+    output, a file the seed could not see (the private labels, the store)."""
+    found = []
+    for folder, dirs, files in os.walk(out_dir):  # never follows a link to a folder
+        for name in dirs + files:
+            path = Path(folder) / name
+            if path.is_symlink() or not (path.is_file() or path.is_dir()):
+                kind = f"a link to {os.readlink(path)}" if path.is_symlink() else "a special file"
+                found.append(f"{path.relative_to(out_dir)} ({kind})")
+                path.unlink()
+    return "; ".join(sorted(found))
 
 
 def write_harness_file(env: Environment, run_dir: Path, workspace: Path,

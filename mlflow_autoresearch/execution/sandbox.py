@@ -13,9 +13,8 @@ itself under the limits and then executes the command, inside bubblewrap where t
 - nothing else exists inside: no private data, evaluators, repository, store, other trials,
   logs or `$HOME`; no network; its own PID namespace, killed with the harness; no capabilities.
 
-Limits apply with or without bubblewrap: memory and processes through a cgroup (v1 or v2) where
-the harness may create one, else `RLIMIT_AS` and `RLIMIT_NPROC` (which never bind root); file
-size always through `RLIMIT_FSIZE`. The namespace work is bubblewrap's: none is written here.
+Limits apply with or without bubblewrap (`_launch.py` says how). The namespace work is
+bubblewrap's: none is written here.
 """
 
 from __future__ import annotations
@@ -27,6 +26,8 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from ..environment import Environment
 
 LAUNCHER = Path(__file__).resolve().with_name("_launch.py")
 ENV_VAR = "AUTORESEARCH_SANDBOX"  # the launcher and policy, for evaluators that start recipe code
@@ -61,6 +62,7 @@ class Sandbox:
         return [*launcher_argv(), json.dumps(policy), "--", *argv]
 
     def policy(self) -> dict:
+        """The launcher's policy before the caller's own paths (evaluators/README.md)."""
         return {"kind": self.kind, "limits": asdict(self.limits), "read": list(self.system),
                 "write": [], "cwd": None}
 
@@ -78,7 +80,7 @@ def choose(mode: str) -> tuple[str, str]:
     return (NONE, problem) if problem else (BWRAP, "")
 
 
-def for_environment(kind: str, env) -> Sandbox:
+def for_environment(kind: str, env: Environment) -> Sandbox:
     """The sandbox for one environment's profile: its `limits`, and its `python_path` readable."""
     return Sandbox(kind, Limits(**env.limits),
                    python_paths() + tuple(str(p) for p in env.python_path))
@@ -100,13 +102,16 @@ def python_paths() -> tuple[str, ...]:
 
 
 def bwrap_works() -> str:
-    """"" when bubblewrap can make a sandbox here, else why not (one line)."""
-    path = shutil.which(BWRAP)
-    if path is None:
+    """"" when bubblewrap runs a command here exactly as trials will run (every flag the
+    launcher passes: an old bwrap lacks some), else why not (one line)."""
+    if shutil.which(BWRAP) is None:
         return "no `bwrap` on PATH (Debian/Ubuntu: apt-get install bubblewrap)"
-    probe = subprocess.run([path, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/",
-                            "true"], capture_output=True, text=True, timeout=30)
+    try:
+        probe = subprocess.run(Sandbox(BWRAP, system=python_paths()).wrap(["true"]),
+                               capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "`bwrap` did not run `true` within 30 s"
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return f"`bwrap` cannot create namespaces here: {last}"
+        return f"`bwrap` cannot make the sandbox here: {last}"
     return ""

@@ -64,7 +64,8 @@ def make_run(tmp_path, tiny_data) -> Callable[..., Path]:
 
     Each seed is a dict: `accuracy` (crafted predictions), or `predictions` (an array written as
     is, or None for no file); optional `exit_code`, `timed_out`, `wall`, `stderr`, `result`
-    (a result.json claim). Seeds absent from the list did not run.
+    (a result.json claim), `refused` (what the harness removed from out/). Seeds absent from the
+    list did not run.
     """
     labels = np.load(tiny_data / "private" / "test_labels.npy")
 
@@ -89,7 +90,8 @@ def make_run(tmp_path, tiny_data) -> Callable[..., Path]:
                             "exit_code": spec.get("exit_code", 0),
                             "timed_out": spec.get("timed_out", False),
                             "out_dir": f"seeds/{index}/out", "stdout": f"seeds/{index}/stdout.txt",
-                            "stderr": f"seeds/{index}/stderr.txt"})
+                            "stderr": f"seeds/{index}/stderr.txt",
+                            **({"refused": spec["refused"]} if "refused" in spec else {})})
         harness = {"schema": 1, "environment": "airbench96", "profile": "tiny", "workspace": "workspace",
                    "budgets": {"train_seconds": budget, "eval_seconds": 60},
                    "gates": {"accuracy": gate}, "expected_seeds": list(expected), "seeds": entries}

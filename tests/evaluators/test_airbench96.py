@@ -115,6 +115,14 @@ def test_timeout_outranks_the_crash_it_causes(evaluator, tiny_data, make_run):
     assert "seed 1 ran 61.0 s" in outcome.excerpt
 
 
+def test_a_link_the_harness_removed_from_the_output_is_illegal(evaluator, tiny_data, make_run):
+    run = make_run([{"accuracy": 0.99},
+                    {"predictions": None, "refused": "test_predictions.npy (a link to /x)"}])
+    outcome = score(evaluator, tiny_data, run)
+    assert outcome.label == "illegal"
+    assert "seed 1 left links" in outcome.excerpt and "a link to /x" in outcome.excerpt
+
+
 def test_wall_time_over_budget_is_an_overrun_even_unkilled(evaluator, tiny_data, make_run):
     run = make_run([{"accuracy": 0.99, "wall": 7.0}] * 3, budget=6.0)
     assert score(evaluator, tiny_data, run).label == "train_budget_overrun"
