@@ -130,6 +130,11 @@ class SeedRun:
     stdout: Path
     stderr: Path
     refused: str = ""  # links and special files the harness removed from out_dir
+    cpu_seconds: float = 0.0  # CPU seconds of the seed's process tree, measured by the harness
+
+    def seconds(self, basis: str) -> float:
+        """The seed's time on `basis` (`cpu` or `wall`): what a time score counts."""
+        return self.cpu_seconds if basis == "cpu" else self.wall_seconds
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ class Harness:
     expected_seeds: tuple[int, ...]
     seeds: dict[int, SeedRun]
     workspace: Path  # the trial's copy of the environment folder, with its edit applied
+    time_basis: str = "wall"  # how a time score counts: `cpu` (process tree) or `wall`
 
 
 def load_harness(run_dir: Path) -> Harness:
@@ -164,7 +170,8 @@ def load_harness(run_dir: Path) -> Harness:
                 exit_code=_integer(entry["exit_code"], "exit_code"),
                 timed_out=bool(entry["timed_out"]),
                 out_dir=run_dir / entry["out_dir"], stdout=run_dir / entry["stdout"],
-                stderr=run_dir / entry["stderr"], refused=str(entry.get("refused", "")))
+                stderr=run_dir / entry["stderr"], refused=str(entry.get("refused", "")),
+                cpu_seconds=_number(entry.get("cpu_seconds", 0.0), "cpu_seconds"))
             if run.seed not in expected or run.seed in seeds:
                 raise HarnessError(f"{path}: seed {run.seed} is unexpected or repeated")
             if run.wall_seconds <= 0:
@@ -172,8 +179,11 @@ def load_harness(run_dir: Path) -> Harness:
             seeds[run.seed] = run
         budgets = {str(k): _number(v, f"budgets.{k}") for k, v in doc.get("budgets", {}).items()}
         gates = {str(k): _number(v, f"gates.{k}") for k, v in doc.get("gates", {}).items()}
+        basis = str(doc.get("time_basis", "wall"))
+        if basis not in ("cpu", "wall"):
+            raise HarnessError(f"{path}: time_basis must be cpu or wall, got {basis!r}")
         return Harness(str(doc["environment"]), str(doc["profile"]), budgets, gates, expected,
-                       seeds, run_dir / doc["workspace"])
+                       seeds, run_dir / doc["workspace"], basis)
     except (KeyError, TypeError, AttributeError) as exc:
         raise HarnessError(f"{path}: malformed ({type(exc).__name__}: {exc})") from None
 

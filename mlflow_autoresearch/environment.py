@@ -29,9 +29,12 @@ HARNESS_PARAMETERS = ("seed", "data_dir", "out_dir")
 _TOP_KEYS = {
     "name", "description", "entry_point", "editable", "protected", "evaluator", "score",
     "min_delta", "seeds", "budgets", "gates", "parameters", "profiles", "specialists",
-    "default_profile", "python_path", "limits",
+    "default_profile", "python_path", "limits", "time_basis",
 }
-_PROFILE_KEYS = {"parameters", "seeds", "budgets", "gates", "min_delta", "limits"}
+_PROFILE_KEYS = {"parameters", "seeds", "budgets", "gates", "min_delta", "limits", "time_basis"}
+# How an evaluator that scores time counts it: CPU seconds of the recipe's process tree, which
+# other work on the machine does not move, or wall seconds (a dedicated machine, a GPU).
+TIME_BASES = ("wall", "cpu")
 # Per-process limits of recipe code (execution/sandbox.py `Limits`); unset ones take its defaults.
 LIMIT_KEYS = ("memory_mb", "processes", "file_mb")
 _BUDGET_KEYS = {"train_seconds", "eval_seconds", "artifact_bytes"}
@@ -71,6 +74,7 @@ class Environment:
     python_path: tuple[Path, ...] = ()
     profiles: tuple[str, ...] = ()   # every profile the spec defines
     limits: dict[str, int] = field(default_factory=dict)  # LIMIT_KEYS -> a positive integer
+    time_basis: str = "wall"  # one of TIME_BASES
 
     def child_env(self) -> dict[str, str]:
         """Variables for the recipe's and the evaluator's processes: `python_path` put ahead of
@@ -202,6 +206,9 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
             problems.append(f"unknown limit {key!r}; allowed: {list(LIMIT_KEYS)}")
         elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             problems.append(f"'limits.{key}' must be a positive integer, got {value!r}")
+    time_basis = merged.get("time_basis", "wall")
+    if time_basis not in TIME_BASES:
+        problems.append(f"'time_basis' must be one of {list(TIME_BASES)}, got {time_basis!r}")
     python_path = _python_path(root, merged.get("python_path", []), problems)
     entry_point = merged.get("entry_point")
     _check_mlproject(root, entry_point, parameters, problems)
@@ -230,6 +237,7 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
         python_path=python_path,
         profiles=tuple(raw["profiles"]) if isinstance(raw.get("profiles"), dict) else (profile,),
         limits=dict(limits),
+        time_basis=str(time_basis),
     )
 
 

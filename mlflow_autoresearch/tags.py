@@ -24,6 +24,7 @@ ENVIRONMENT = "autoresearch.environment"
 CAMPAIGN = "autoresearch.campaign"
 PROFILE = "autoresearch.profile"
 SANDBOX = "autoresearch.sandbox"  # bwrap | none: what isolated the trial's recipe code
+TIME_BASIS = "autoresearch.time_basis"  # cpu | wall: how the environment's time scores count
 TRIAL = "autoresearch.trial"
 SPECIALIST = "autoresearch.specialist"
 HYPOTHESIS = "autoresearch.hypothesis"

@@ -2,10 +2,12 @@
 
     python -I -S _launch.py POLICY_JSON -- COMMAND...
 
-Run by path, imported by nobody, standard library only, so it starts in milliseconds. The
-policy (written by `sandbox.Sandbox.wrap`): `kind` (`bwrap` or `none`), `limits` (memory_mb,
-processes, file_mb), `read` and `write` (paths the command sees read-only or writable), `cwd`.
-It puts itself under the limits (inherited by everything it executes), then replaces itself with
+Run by path, standard library only, so it starts in milliseconds (`sandbox.py` imports it for
+the cgroup paths). The policy (written by `sandbox.Sandbox.wrap`): `kind` (`bwrap` or `none`),
+`limits` (memory_mb, processes, file_mb), `read` and `write` (paths the command sees read-only
+or writable), `cwd`, and `group`, the name of its cgroup (chosen by the harness, which reads the
+group's CPU time after the command ends and removes it; else one of its own, swept later). It
+puts itself under the limits (inherited by everything it executes), then replaces itself with
 `bwrap ... -- COMMAND` or with COMMAND.
 
 Limits: memory and processes through a cgroup of their own (v1, or v2 with both controllers
@@ -58,36 +60,70 @@ def bwrap_argv(policy: dict) -> list[str]:
     return [*argv, "--"]
 
 
-def apply_limits(limits: dict) -> None:
-    """Put this process under `limits` (inherited by what it executes)."""
+def apply_limits(limits: dict, name: str) -> None:
+    """Put this process under `limits` (inherited by what it executes), in cgroup `name`."""
     file_bytes = limits["file_mb"] * MB
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
-    if not _join_cgroup(limits) and not _gpu_devices():
+    if not _join_cgroup(limits, name) and not _gpu_devices():
         memory = limits["memory_mb"] * MB
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    if not _v2():  # v1 accounts CPU in a hierarchy of its own; v2's cpu.stat is always there
+        _join({CGROUP_ROOT / "cpuacct": {}}, name)
+
+
+def cpu_seconds(name: str) -> float | None:
+    """The CPU time of every process that ever ran in cgroup `name` (None: no such group):
+    the kernel's own count, which neither reaping nor a PID namespace can hide."""
+    try:
+        if _v2():
+            stat = (_group(CGROUP_ROOT, name) / "cpu.stat").read_text().split()
+            return int(stat[stat.index("usage_usec") + 1]) / 1e6
+        return int((_group(CGROUP_ROOT / "cpuacct", name) / "cpuacct.usage").read_text()) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
+def remove(name: str) -> None:
+    """Remove cgroup `name` from every hierarchy (once its processes are gone)."""
+    roots = [CGROUP_ROOT] if _v2() else [CGROUP_ROOT / c for c in ("memory", "pids", "cpuacct")]
+    for root in roots:
+        try:
+            _group(root, name).rmdir()
+        except OSError:
+            pass
+
+
+def _v2() -> bool:
+    return (CGROUP_ROOT / "cgroup.controllers").is_file()
+
+
+def _group(root: Path, name: str) -> Path:
+    return root / _own_cgroup(root).lstrip("/") / CGROUP_DIR / name
 
 
 def _gpu_devices() -> list[str]:
     return sorted(d for pattern in GPU_DEVICES for d in glob.glob(pattern))
 
 
-def _join_cgroup(limits: dict) -> bool:
-    """Create a cgroup with the memory and process limits and move this process into it; False
-    (nothing changed) where a limit cannot be set. Swap limits are set where they exist."""
+def _join_cgroup(limits: dict, name: str) -> bool:
+    """Create cgroup `name` with the memory and process limits and move this process into it;
+    False (nothing changed) where a limit cannot be set. Swap is limited where it exists."""
     memory, processes = limits["memory_mb"] * MB, limits["processes"]
-    v2 = CGROUP_ROOT / "cgroup.controllers"
-    if v2.is_file():
-        files = {CGROUP_ROOT: {"memory.max": memory, "pids.max": processes,
-                               "memory.swap.max?": 0}}
-    else:
-        files = {CGROUP_ROOT / "memory": {"memory.limit_in_bytes": memory,
-                                          "memory.memsw.limit_in_bytes?": memory},
-                 CGROUP_ROOT / "pids": {"pids.max": processes}}
-    name = f"{os.getpid()}-{time.time_ns()}"
+    if _v2():
+        return _join({CGROUP_ROOT: {"memory.max": memory, "pids.max": processes,
+                                    "memory.swap.max?": 0}}, name)
+    return _join({CGROUP_ROOT / "memory": {"memory.limit_in_bytes": memory,
+                                           "memory.memsw.limit_in_bytes?": memory},
+                  CGROUP_ROOT / "pids": {"pids.max": processes}}, name)
+
+
+def _join(files: dict[Path, dict[str, int]], name: str) -> bool:
+    """Make cgroup `name` under each root, write its files (a `?` suffix: where it exists), and
+    move this process into it; on any failure leave every one again and return False."""
     made = []
     try:
         for root, values in files.items():
-            parent = root / _own_cgroup(root).lstrip("/") / CGROUP_DIR
+            parent = _group(root, name).parent
             parent.mkdir(exist_ok=True)
             _sweep(parent)
             group = parent / name
@@ -140,7 +176,7 @@ def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[1] != "--":
         sys.exit("usage: _launch.py POLICY_JSON -- COMMAND...")
     policy, command = json.loads(argv[0]), argv[2:]
-    apply_limits(policy["limits"])
+    apply_limits(policy["limits"], policy.get("group") or f"{os.getpid()}-{time.time_ns()}")
     if policy["kind"] == "bwrap":
         command = bwrap_argv(policy) + command
     elif policy.get("cwd"):

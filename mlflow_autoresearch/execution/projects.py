@@ -24,7 +24,7 @@ from mlflow.projects.utils import fetch_and_validate_project, get_entry_point_co
 
 from ..environment import Environment
 from . import process
-from .sandbox import Sandbox
+from .sandbox import Sandbox, group_cpu_seconds, new_group, remove_group
 
 HARNESS_FILE = "harness.json"
 logging.getLogger("mlflow.projects").setLevel(logging.WARNING)
@@ -57,7 +57,7 @@ class TrialBackend(AbstractBackend):
     """Launches one entry point of a local project; backend_config keys: `stdout`, `stderr`
     (log paths), `grace_seconds` (SIGTERM to SIGKILL), `env` (the child's whole environment),
     `sandbox` (a `Sandbox`), `read` and `write` (what the command may see besides the project
-    folder, which it sees read-only)."""
+    folder, which it sees read-only), `group` (the name of its cgroup)."""
 
     def run(self, project_uri, entry_point, params, version, backend_config, tracking_uri,
             experiment_id):
@@ -65,7 +65,7 @@ class TrialBackend(AbstractBackend):
         command = get_entry_point_command(load_project(work_dir), entry_point, params, None)[0]
         sandbox: Sandbox = backend_config["sandbox"]
         argv = sandbox.wrap(["bash", "-c", command], (work_dir, *backend_config["read"]),
-                            tuple(backend_config["write"]), work_dir)
+                            tuple(backend_config["write"]), work_dir, backend_config.get("group"))
         child = process.start(argv, Path(work_dir), backend_config["env"],
                               Path(backend_config["stdout"]), Path(backend_config["stderr"]),
                               float(backend_config.get("grace_seconds", process.GRACE_SECONDS)))
@@ -82,6 +82,7 @@ class SeedResult:
     stdout: str
     stderr: str
     refused: str = ""  # what the harness removed from the output folder before scoring, and why
+    cpu_seconds: float = 0.0  # user + system CPU of the seed's whole process tree
 
 
 def run_seeds(env: Environment, workspace: Path, run_dir: Path, data_dir: Path,
@@ -101,17 +102,24 @@ def run_seeds(env: Environment, workspace: Path, run_dir: Path, data_dir: Path,
         out_dir.mkdir(parents=True, exist_ok=True)
         params = {**env.parameters, "seed": str(seed), "data_dir": str(data_dir),
                   "out_dir": str(out_dir)}
+        group = new_group()
         submitted = TrialBackend().run(
             str(workspace), env.entry_point, params, None,
             {"stdout": str(seed_dir / "stdout.txt"), "stderr": str(seed_dir / "stderr.txt"),
              "grace_seconds": grace, "env": process.child_env(env.child_env()),
-             "sandbox": sandbox, "read": [str(data_dir)], "write": [str(out_dir)]}, None, None)
-        finished = process.supervise(submitted.child, env.train_seconds, on_start)
+             "sandbox": sandbox, "read": [str(data_dir)], "write": [str(out_dir)],
+             "group": group}, None, None)
+        try:
+            finished = process.supervise(submitted.child, env.train_seconds, on_start)
+            cpu = max(finished.cpu_seconds, group_cpu_seconds(group) or 0.0)
+        finally:
+            remove_group(group)
         rel = seed_dir.relative_to(run_dir)
         refused = remove_links(out_dir)
         results.append(SeedResult(seed, round(finished.seconds, 4), finished.exit_code,
                                   finished.timed_out, str(rel / "out"), str(rel / "stdout.txt"),
-                                  str(rel / "stderr.txt"), refused))
+                                  str(rel / "stderr.txt"), refused,
+                                  round(cpu, 4)))
         if finished.timed_out or finished.exit_code != 0 or refused:
             break
     write_harness_file(env, run_dir, workspace, results)
@@ -138,6 +146,7 @@ def write_harness_file(env: Environment, run_dir: Path, workspace: Path,
     """`run_dir/harness.json`: what the evaluator is told about the seeds (schema 1)."""
     payload = {
         "schema": 1, "environment": env.name, "profile": env.profile,
+        "time_basis": env.time_basis,
         "workspace": str(workspace.relative_to(run_dir)) if workspace.is_relative_to(run_dir)
         else str(workspace),
         "budgets": env.budgets, "gates": env.gates, "expected_seeds": list(env.seeds),

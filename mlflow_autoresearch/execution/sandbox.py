@@ -24,10 +24,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..environment import Environment
+from . import _launch
 
 LAUNCHER = Path(__file__).resolve().with_name("_launch.py")
 ENV_VAR = "AUTORESEARCH_SANDBOX"  # the launcher and policy, for evaluators that start recipe code
@@ -54,11 +56,12 @@ class Sandbox:
     system: tuple[str, ...] = ()
 
     def wrap(self, argv: list[str], read: tuple[str, ...] = (), write: tuple[str, ...] = (),
-             cwd: str | None = None) -> list[str]:
-        """The argv that runs `argv` in this sandbox, seeing `read` read-only and `write`."""
+             cwd: str | None = None, group: str | None = None) -> list[str]:
+        """The argv that runs `argv` in this sandbox, seeing `read` read-only and `write`;
+        `group` names its cgroup, for `cpu_seconds` and `remove_group` after it ends."""
         policy = self.policy()
         policy.update(read=[*policy["read"], *map(str, read)], write=list(map(str, write)),
-                      cwd=cwd)
+                      cwd=cwd, group=group)
         return [*launcher_argv(), json.dumps(policy), "--", *argv]
 
     def policy(self) -> dict:
@@ -69,6 +72,20 @@ class Sandbox:
     def child_env(self) -> dict[str, str]:
         """`AUTORESEARCH_SANDBOX` for an evaluator: the launcher argv and the base policy."""
         return {ENV_VAR: json.dumps({"launcher": launcher_argv(), "policy": self.policy()})}
+
+
+def new_group() -> str:
+    """A cgroup name no other launch uses."""
+    return f"h{os.getpid()}-{time.time_ns()}"
+
+
+def group_cpu_seconds(group: str) -> float | None:
+    """CPU seconds of everything that ran in the launch's cgroup (None: no cgroup was made)."""
+    return _launch.cpu_seconds(group)
+
+
+def remove_group(group: str) -> None:
+    _launch.remove(group)
 
 
 def choose(mode: str) -> tuple[str, str]:

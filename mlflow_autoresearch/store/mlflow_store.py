@@ -211,7 +211,7 @@ class MlflowStore:
             tags.DIFF_SHA: diff_sha(proposal.diff),
             tags.LINEAGE_PATH: cap_path(lineage_path(proposal.parent_id, parent_path)),
             tags.MLFLOW_RUN_NAME: f"t{number:04d}-{proposal.specialist}",
-            tags.SANDBOX: sandbox,
+            tags.SANDBOX: sandbox, tags.TIME_BASIS: env.time_basis,
         }
         if run_id is None:  # an adopted `mlflow run` keeps the entry point it was started with
             run_tags[tags.MLFLOW_ENTRY_POINT] = env.entry_point

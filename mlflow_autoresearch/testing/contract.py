@@ -15,7 +15,7 @@ from ..store import TrialStore
 
 LABELS = {label.tag for label in FailureLabel}
 TAGS = (tags.SCHEMA_VERSION, tags.ENVIRONMENT, tags.CAMPAIGN, tags.PROFILE, tags.SANDBOX,
-        tags.TRIAL, tags.SPECIALIST, tags.HYPOTHESIS, tags.EXPECTED_DELTA, tags.NOTES, tags.LABEL,
+        tags.TIME_BASIS, tags.TRIAL, tags.SPECIALIST, tags.HYPOTHESIS, tags.EXPECTED_DELTA, tags.NOTES, tags.LABEL,
         tags.EXCERPT, tags.DIFF_SHA, tags.LINEAGE_PATH, tags.MLFLOW_NOTE)
 METRICS = (tags.TRIAL_NUMBER, tags.FAILURE_CODE, tags.DIFF_LINES, tags.TRIAL_SECONDS,
            tags.HARNESS_SECONDS)

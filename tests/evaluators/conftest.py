@@ -64,13 +64,13 @@ def make_run(tmp_path, tiny_data) -> Callable[..., Path]:
 
     Each seed is a dict: `accuracy` (crafted predictions), or `predictions` (an array written as
     is, or None for no file); optional `exit_code`, `timed_out`, `wall`, `stderr`, `result`
-    (a result.json claim), `refused` (what the harness removed from out/). Seeds absent from the
-    list did not run.
+    (a result.json claim), `refused` (what the harness removed from out/), `cpu` (CPU seconds).
+    Seeds absent from the list did not run.
     """
     labels = np.load(tiny_data / "private" / "test_labels.npy")
 
     def build(seeds: list[dict], expected: tuple[int, ...] = (0, 1, 2), gate: float = 0.98,
-              budget: float = 60.0) -> Path:
+              budget: float = 60.0, time_basis: str = "wall") -> Path:
         run_dir = tmp_path / "run"
         entries = []
         for index, spec in enumerate(seeds):
@@ -87,12 +87,14 @@ def make_run(tmp_path, tiny_data) -> Callable[..., Path]:
             (seed_dir / "stdout.txt").write_text("")
             (seed_dir / "stderr.txt").write_text(spec.get("stderr", ""))
             entries.append({"seed": index, "wall_seconds": spec.get("wall", 4.0),
+                            "cpu_seconds": spec.get("cpu", 3.5),
                             "exit_code": spec.get("exit_code", 0),
                             "timed_out": spec.get("timed_out", False),
                             "out_dir": f"seeds/{index}/out", "stdout": f"seeds/{index}/stdout.txt",
                             "stderr": f"seeds/{index}/stderr.txt",
                             **({"refused": spec["refused"]} if "refused" in spec else {})})
         harness = {"schema": 1, "environment": "airbench96", "profile": "tiny", "workspace": "workspace",
+                   "time_basis": time_basis,
                    "budgets": {"train_seconds": budget, "eval_seconds": 60},
                    "gates": {"accuracy": gate}, "expected_seeds": list(expected), "seeds": entries}
         (run_dir / "harness.json").write_text(json.dumps(harness))

@@ -61,6 +61,16 @@ def test_clean_seeds_over_the_gate_are_ok_and_scored_by_harness_time(evaluator, 
     assert outcome.excerpt == ""
 
 
+def test_the_cpu_basis_scores_the_harness_measured_cpu_seconds(evaluator, tiny_data, make_run):
+    seeds = [{"accuracy": 0.99, "wall": 9.0, "cpu": 2.0, "result": {"cpu_seconds": 0.1}},
+             {"accuracy": 0.99, "wall": 7.0, "cpu": 4.0},
+             {"accuracy": 0.99, "wall": 5.0, "cpu": 3.0}]
+    cpu = score(evaluator, tiny_data, make_run(seeds, time_basis="cpu"))
+    assert cpu.label == "ok" and cpu.score == pytest.approx(3.0)  # the recipe's claim is ignored
+    assert cpu.metrics["wall_seconds"] == pytest.approx(7.0)
+    assert cpu.metrics["cpu_seconds"] == pytest.approx(3.0)
+
+
 def test_gate_miss_is_disqualified_with_measurements_kept(evaluator, tiny_data, make_run):
     run = make_run([{"accuracy": 0.99}, {"accuracy": 0.97}, {"accuracy": 0.97}])
     outcome = score(evaluator, tiny_data, run)
