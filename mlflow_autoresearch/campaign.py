@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import lineage, tags
 from .agents import Agent, AgentContext, default_roster
+from .agents.roster import control_environment
 from .agents.llm import ClientSettings, EndpointError
 from .environment import Environment, load_environment
 from .errors import HarnessError, ProposalError
@@ -56,6 +57,12 @@ class Settings:
     max_cost_usd: float | None = None  # stop before a turn once the campaign's LLM spend reaches it
     take_over: bool = False           # take the campaign from a loop whose heartbeat stopped
     sandbox: str = "auto"             # auto | bwrap | off: how recipe code is isolated
+    lineage: str = "on"               # off: the paper's no-lineage control
+    roster: str = "specialists"       # single | generic: the paper's generalist controls
+
+    @property
+    def controls(self) -> dict[str, str]:
+        return {tags.CONTROL_LINEAGE: self.lineage, tags.CONTROL_ROSTER: self.roster}
 
 
 @dataclass
@@ -122,7 +129,22 @@ class Campaign:
         return trial, result
 
     def view_for(self, specialist: str) -> lineage.LineageView:
-        return self.store.view(self.campaign_id, self.env.direction, specialist, self.baseline)
+        """The specialist's lineage, or with lineage off only the current best."""
+        view = self.store.view(self.campaign_id, self.env.direction, specialist, self.baseline)
+        return view if self.settings.lineage == "on" else lineage.blind_view(view)
+
+    def context_for(self, view: lineage.LineageView, specialist: str) -> str:
+        """What the specialist reads of its lineage (trial/context.md)."""
+        env = self.env
+        if self.settings.lineage == "off":
+            return lineage.render_blind(view, specialist, env.score_metric, env.direction.value)
+        return lineage.render_context(view, specialist, env.min_delta, env.score_metric,
+                                      env.direction.value)
+
+    def children_for(self, run_id: str) -> list[Trial]:
+        """A trial's children, failures included; none with lineage off."""
+        return self.store.children(self.campaign_id, run_id) if self.settings.lineage == "on" \
+            else []
 
 
 def decide(env: Environment, outcome: Outcome, best: Trial | None,
@@ -190,11 +212,10 @@ def _loop(campaign: Campaign, agents: dict[str, Agent]) -> Summary:
             if spec.name in exhausted:
                 spec = next(s for s in roster if s.name not in exhausted)
             view = campaign.view_for(spec.name)
-            context = lineage.render_context(view, spec.name, env.min_delta, env.score_metric,
-                                             env.direction.value)
+            context = campaign.context_for(view, spec.name)
             ctx = AgentContext(env, spec, number, view, context,
                                lambda rid: store.load_recipe(rid, env.editable),
-                               lambda rid: store.children(campaign.campaign_id, rid))
+                               campaign.children_for)
             try:
                 proposal = agents[spec.name].ask(ctx)
             except EndpointError as exc:  # nothing was recorded for this turn: safe to resume
@@ -254,10 +275,11 @@ def open_campaign(settings: Settings, echo: Callable[[str], None]) -> Campaign:
 
     The returned campaign holds the lease; release it with `campaign.lease.release()`.
     """
-    env = load_environment(settings.environment, settings.profile)
+    env = control_environment(load_environment(settings.environment, settings.profile),
+                              settings.roster)
     store = MlflowStore(settings.tracking_uri)
     name = settings.experiment or f"autoresearch/{env.name}"
-    campaign_id = store.open_campaign(name, env)
+    campaign_id = store.open_campaign(name, env, controls=settings.controls)
     lease = store.acquire_lease(campaign_id, settings.take_over)
     try:
         for trial, marker in store.recover(campaign_id):

@@ -16,6 +16,7 @@ import click
 
 from . import lineage
 from .agents.llm import ClientSettings
+from .agents.roster import ROSTERS
 from .campaign import Settings, evaluate_recipe, run_campaign
 from .doctor import FAIL, OK, run_checks
 from .environment import load_environment, shipped_environments
@@ -88,9 +89,17 @@ def main() -> None:
 @click.option("--take-over", is_flag=True, help="Take the campaign from a loop whose heartbeat "
               "stopped (another machine's, or one that hung); never from a live one.")
 @_SANDBOX
+@click.option("--lineage", "lineage_mode", type=click.Choice(["on", "off"]), default="on",
+              show_default=True,
+              help="off: the no-lineage control; specialists see the current best's id and "
+                   "score, the task and their own knowledge, and no trial history.")
+@click.option("--roster", type=click.Choice(list(ROSTERS)), default="specialists",
+              show_default=True, help="single: one generalist owning the whole recipe and "
+              "every technique; generic: as many copies of it as there are specialists.")
 def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_minutes,
         grace_minutes, workdir, keep_run_dirs, specialists, model, base_url, api_key,
-        max_cost_usd, price, llm_timeout, llm_retries, max_repairs, take_over, sandbox) -> None:
+        max_cost_usd, price, llm_timeout, llm_retries, max_repairs, take_over, sandbox,
+        lineage_mode, roster) -> None:
     """Run (or continue) a campaign on ENVIRONMENT: a name under projects/ or a folder path.
 
     Specialists are offline (technique tables, no API key) unless --model names an LLM.
@@ -113,7 +122,7 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
         n.strip() for n in specialists.split(",") if n.strip())
     settings = Settings(environment, profile, trials, tracking_uri, experiment, seed,
                         deadline_minutes, grace_minutes, workdir, keep_run_dirs, llm, names,
-                        max_repairs, max_cost_usd, take_over, sandbox)
+                        max_repairs, max_cost_usd, take_over, sandbox, lineage_mode, roster)
     summary = _guard(lambda: run_campaign(settings, echo=click.echo))
     click.echo(f"\nStopped: {summary.stop_reason}. This run: {len(summary.trials)} trial(s), "
                + ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items())) + ".")

@@ -42,11 +42,13 @@ _BUDGET_KEYS = {"train_seconds", "eval_seconds", "artifact_bytes"}
 
 @dataclass(frozen=True)
 class Specialist:
-    """A roster entry: what the specialist owns (prompt text) and which editable files it edits."""
+    """A roster entry: what the specialist owns (prompt text), which editable files it edits, and
+    whose technique-table entries it draws from (empty: its own name's)."""
 
     name: str
     owns: str
     edits: tuple[str, ...]
+    techniques_of: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

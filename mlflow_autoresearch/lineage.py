@@ -110,6 +110,28 @@ def render_context(view: LineageView, specialist: str, margin: float,
     return "\n\n".join(sections) + "\n"
 
 
+def blind_view(view: LineageView) -> LineageView:
+    """What a specialist sees with lineage off (the paper's no-lineage control): the current
+    best (the baseline while there is none), and no trial history of anyone."""
+    best = view.best
+    return LineageView(view.baseline if best is None else None, (best,) if best else (),
+                       (), (), (), ())
+
+
+def render_blind(view: LineageView, specialist: str, metric: str, direction: str) -> str:
+    """The lineage part of a prompt with lineage off: the best's id and score, nothing else."""
+    head = [f"# Lineage for `{specialist}`: off", ""]
+    if view.best is not None:
+        head.append(f"Current best: t{view.best.number:04d} (run {view.best.run_id}), "
+                    f"{metric} = {view.best.score:.6g} ({direction}).")
+    elif view.baseline is not None:
+        head.append(f"No valid score yet; the baseline t0000 ended {view.baseline.verdict}.")
+    head += ["", "Lineage is off for this campaign (a control): no trial history of any "
+                 "specialist is shown, your own included. Propose from the task and your "
+                 "knowledge, building on the current best."]
+    return "\n".join(head) + "\n"
+
+
 def tree_rows(trials: list[Trial]) -> list[tuple[int, Trial]]:
     """Trials in preorder with their depth: the lineage tree as `autoresearch lineage` prints it."""
     children: dict[str | None, list[Trial]] = {}

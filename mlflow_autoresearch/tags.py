@@ -17,6 +17,10 @@ EVALUATIONS_KIND = "evaluations"      # `autoresearch evaluate`: never a campaig
 DIRECTION = "autoresearch.direction"  # minimize or maximize
 LEASE_HOLDER = "autoresearch.lease.holder"        # "token=<hex> host=<name> pid=<n>"
 LEASE_HEARTBEAT = "autoresearch.lease.heartbeat"  # unix seconds of the holder's last beat
+# The paper's controls, on the campaign's experiment and on every one of its trials.
+CONTROL_LINEAGE = "autoresearch.control.lineage"  # on | off
+CONTROL_ROSTER = "autoresearch.control.roster"    # specialists | single | generic
+CONTROL_DEFAULTS = {CONTROL_LINEAGE: "on", CONTROL_ROSTER: "specialists"}
 
 # Trial tags, set by the store at the start of a trial (with the proposal) or at its end.
 SCHEMA_VERSION = "autoresearch.schema"

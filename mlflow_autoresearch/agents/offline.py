@@ -108,6 +108,8 @@ class OfflineAgent:
 
 
 def offline_roster(env: Environment, seed: int) -> dict[str, Agent]:
-    """One offline specialist per roster entry of `env`."""
+    """One offline specialist per roster entry of `env`, drawing from its table entries."""
     table = load_techniques(env)
-    return {s.name: OfflineAgent(s.name, table.get(s.name, []), seed) for s in env.specialists}
+    return {s.name: OfflineAgent(s.name, [t for name in (s.techniques_of or (s.name,))
+                                          for t in table.get(name, [])], seed)
+            for s in env.specialists}

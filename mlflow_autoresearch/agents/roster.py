@@ -1,11 +1,32 @@
-"""The roster a campaign runs with: offline specialists, LLM ones where the user asked."""
+"""The roster a campaign runs with: offline specialists, LLM ones where the user asked, and the
+rosters of the paper's controls (one generalist; as many generic copies of it as specialists)."""
 
 from __future__ import annotations
 
-from ..environment import Environment
+import dataclasses
+
+from ..environment import Environment, Specialist
 from .base import Agent
 from .llm import ClientSettings, llm_roster
 from .offline import offline_roster
+
+
+ROSTERS = ("specialists", "single", "generic")
+GENERALIST = "generalist"
+
+
+def control_environment(env: Environment, roster: str) -> Environment:
+    """`env` with the roster a campaign runs: its own specialists, or (`single`) one generalist
+    that owns the whole editable surface and draws from every technique, or (`generic`) as many
+    copies of that generalist as the environment has specialists."""
+    if roster == "specialists":
+        return env
+    owns = "the whole recipe: " + "; ".join(s.owns for s in env.specialists)
+    everything = tuple(s.name for s in env.specialists)
+    count = 1 if roster == "single" else len(env.specialists)
+    names = [GENERALIST] if count == 1 else [f"{GENERALIST}{i + 1}" for i in range(count)]
+    return dataclasses.replace(env, specialists=tuple(
+        Specialist(name, owns, env.editable, everything) for name in names))
 
 
 def default_roster(env: Environment, seed: int, llm: ClientSettings | None = None,

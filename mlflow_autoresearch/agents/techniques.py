@@ -56,7 +56,7 @@ def load_techniques(env: Environment) -> dict[str, list[Technique]]:
                 str(e["name"]), dict(e["set"]), str(e.get("hypothesis", e["name"])),
                 float(e.get("expected_delta", 0.0)), e.get("cost", "same"),
                 e.get("quality", "same")))
-    unknown = set(table) - {s.name for s in env.specialists}
+    unknown = set(table) - {n for s in env.specialists for n in (s.name, *s.techniques_of)}
     if unknown:
         problems.append(f"techniques for specialists not in the roster: {sorted(unknown)}")
     if problems:

@@ -49,7 +49,8 @@ class TrialStore(Protocol):
 
     uri: str
 
-    def open_campaign(self, name: str, env: Environment, kind: str = ...) -> str: ...
+    def open_campaign(self, name: str, env: Environment, kind: str = ...,
+                      controls: dict[str, str] | None = None) -> str: ...
 
     def campaigns(self, name: str | None = None) -> list[tuple[str, str]]: ...
 

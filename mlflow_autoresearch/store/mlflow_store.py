@@ -87,30 +87,45 @@ class MlflowStore:
         _probe(self.uri, must_exist)
         self.client = MlflowClient(self.uri)
         self._leases: dict[str, Lease] = {}
+        self._controls: dict[str, dict[str, str]] = {}  # campaign id -> control tags of trials
         self._names: dict[str, str] = {}
         # run id -> what the harness wrote at the start, to find what else wrote into the run
         self._written: dict[str, tuple[dict[str, str], dict[str, float]]] = {}
 
     # ---- campaigns ------------------------------------------------------------------------
 
-    def open_campaign(self, name: str, env: Environment, kind: str = tags.CAMPAIGN_KIND) -> str:
+    def open_campaign(self, name: str, env: Environment, kind: str = tags.CAMPAIGN_KIND,
+                      controls: dict[str, str] | None = None) -> str:
         """The experiment id of campaign (or evaluations experiment) `name`, created on first use.
+        `controls` (tags.CONTROL_*) go on the experiment and on every trial this store opens in
+        it; a campaign keeps the controls it started with.
 
         Raises:
             AutoresearchError: `name` holds the other kind (a campaign is never a place for
-                standalone evaluations, nor the reverse).
+                standalone evaluations, nor the reverse), or ran under other controls.
         """
+        controls = controls or {}
         found = self.client.get_experiment_by_name(name)
         if found is None:
             banner = (f"Auto-research {'campaign' if kind == tags.CAMPAIGN_KIND else 'evaluations'}"
                       f" on **{env.name}** ({env.profile}): {env.direction.value} "
                       f"`{env.score_metric}`, keep margin {env.min_delta:g}. Each run is one "
                       f"trial; the run tree is the lineage tree.")
-            return self.client.create_experiment(name, tags={
+            experiment_id = self.client.create_experiment(name, tags={
                 tags.KIND: kind, tags.ENVIRONMENT: env.name, tags.PROFILE: env.profile,
-                tags.DIRECTION: env.direction.value, tags.MLFLOW_NOTE: banner})
-        _check_kind(found.name, found.tags, kind)
-        return found.experiment_id
+                tags.DIRECTION: env.direction.value, tags.MLFLOW_NOTE: banner, **controls})
+        else:
+            _check_kind(found.name, found.tags, kind)
+            for key, value in controls.items():
+                ran = found.tags.get(key, tags.CONTROL_DEFAULTS.get(key))
+                if ran != value:
+                    flag = key.rsplit(".", 1)[1]
+                    raise AutoresearchError(
+                        f"campaign {found.name!r} ran with --{flag} {ran}, not {value}: continue "
+                        f"it with --{flag} {ran}, or name another --experiment")
+            experiment_id = found.experiment_id
+        self._controls[experiment_id] = controls
+        return experiment_id
 
     def check_kind(self, experiment_id: str, kind: str) -> None:
         """Raise AutoresearchError when `experiment_id` holds the other kind of runs."""
@@ -212,6 +227,7 @@ class MlflowStore:
             tags.LINEAGE_PATH: cap_path(lineage_path(proposal.parent_id, parent_path)),
             tags.MLFLOW_RUN_NAME: f"t{number:04d}-{proposal.specialist}",
             tags.SANDBOX: sandbox, tags.TIME_BASIS: env.time_basis,
+            **self._controls.get(campaign_id, {}),
         }
         if run_id is None:  # an adopted `mlflow run` keeps the entry point it was started with
             run_tags[tags.MLFLOW_ENTRY_POINT] = env.entry_point

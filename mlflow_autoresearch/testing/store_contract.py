@@ -26,7 +26,7 @@ import pytest
 
 from .. import tags
 from ..environment import Environment
-from ..errors import LeaseError, StoreError
+from ..errors import AutoresearchError, LeaseError, StoreError
 from ..records import (Decision, Direction, FailureLabel, Outcome, Proposal, Trial,
                        TrialResult)
 from ..store import TrialStore
@@ -88,6 +88,15 @@ class TrialStoreContract:
         assert store.campaigns(name) == [(first, name)]
         assert store.campaigns(name + "-none") == []
         assert store.direction(first) is Direction.MINIMIZE
+
+    def test_a_campaign_keeps_its_controls_and_tags_every_trial_with_them(self, store, env, name):
+        off = {tags.CONTROL_LINEAGE: "off", tags.CONTROL_ROSTER: "single"}
+        campaign = store.open_campaign(name, env, controls=off)
+        proposal = Proposal("baseline", "as shipped", "", None, expected_delta=0.0)
+        run_id = store.create_trial(campaign, env, 0, proposal, "")
+        assert {k: store.raw(run_id).tags[k] for k in off} == off
+        with pytest.raises(AutoresearchError, match="ran with --lineage off, not on"):
+            store.open_campaign(name, env, controls={**off, tags.CONTROL_LINEAGE: "on"})
 
     def test_a_trial_is_running_until_finished_then_never_rewritten(self, store, env, campaign):
         proposal = Proposal("baseline", "as shipped", "", None, expected_delta=0.0)
