@@ -13,6 +13,7 @@ proposed it is told. A failed trial is a record; a harness fault or an interrupt
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -92,6 +93,7 @@ class Campaign:
     lease: Lease | None = None
     baseline: Trial | None = None
     best: Trial | None = None  # the best once the last trial was recorded
+    margin_source: str = ""    # spec | measured; "" while `min_delta: auto` is not measured yet
 
     def run_one(self, number: int, proposal: Proposal, context: str,
                 run_id: str | None = None) -> tuple[Trial, TrialResult]:
@@ -139,7 +141,41 @@ class Campaign:
         if self.settings.lineage == "off":
             return lineage.render_blind(view, specialist, env.score_metric, env.direction.value)
         return lineage.render_context(view, specialist, env.min_delta, env.score_metric,
-                                      env.direction.value)
+                                      env.direction.value, self.margin_source)
+
+    def settle_margin(self) -> None:
+        """With `min_delta: auto`, once the baseline is ok: run the unmodified recipe
+        `noise_repeats - 1` more times and keep `noise_z` x the std of all its scores.
+
+        Raises:
+            HarnessError: a repeat did not end ok, so the noise cannot be measured.
+        """
+        env, baseline = self.env, self.baseline
+        if self.margin_source or baseline is None or baseline.label is not FailureLabel.OK:
+            return
+        scores = [baseline.score]
+        for i in range(1, env.noise_repeats):
+            self.echo(f"      measuring the noise: run {i + 1} of {env.noise_repeats} of the "
+                      f"baseline")
+            scratch = self.settings.workdir.resolve() / "runs" / f"noise-{baseline.run_id[:8]}-{i}"
+            result = run_trial(env, BASELINE, None, self.evaluator, scratch,
+                               self.evaluator.sandbox)
+            if result.error is not None:
+                raise result.error
+            if result.outcome.label is not FailureLabel.OK:
+                raise HarnessError(
+                    f"run {i + 1} of the baseline ended {result.outcome.label.tag} "
+                    f"({result.outcome.excerpt[:200]}): the noise cannot be measured; set "
+                    f"min_delta to a number in {env.root.name}/autoresearch.yaml")
+            scores.append(result.outcome.score)
+        std = statistics.stdev(scores)
+        margin = float(f"{env.noise_z * std:.6g}")  # in force exactly as recorded
+        self.store.record_margin(self.campaign_id, margin, "measured", baseline.run_id,
+                                 tuple(scores))
+        self.env = dataclasses.replace(env, min_delta=margin)
+        self.margin_source = "measured"
+        self.echo(f"      keep margin {self.env.min_delta:.4g} = {env.noise_z:g} x std "
+                  f"{std:.4g} of {len(scores)} runs of the baseline")
 
     def children_for(self, run_id: str) -> list[Trial]:
         """A trial's children, failures included; none with lineage off."""
@@ -185,6 +221,7 @@ def run_campaign(settings: Settings, agents: dict[str, Agent] | None = None,
 
 
 def _loop(campaign: Campaign, agents: dict[str, Agent]) -> Summary:
+    campaign.settle_margin()  # a campaign whose baseline ran before the margin was measured
     env, settings, store = campaign.env, campaign.settings, campaign.store
     roster = [s for s in env.specialists if s.name in agents]
     if not roster:
@@ -235,6 +272,9 @@ def _loop(campaign: Campaign, agents: dict[str, Agent]) -> Summary:
             last_keep = time.monotonic()
         aborts = aborts + 1 if trial.label is FailureLabel.HARNESS_ABORT else 0
         campaign.echo(lineage.progress_line(trial, campaign.best))
+        if proposal is BASELINE:
+            campaign.settle_margin()
+            env = campaign.env
         if trial.decision is Decision.KEEP:
             exhausted.clear()  # a new kept trial is a new parent to build on
         if (proposal is BASELINE and aborts) or aborts >= MAX_ABORTS_IN_A_ROW:
@@ -290,10 +330,25 @@ def open_campaign(settings: Settings, echo: Callable[[str], None]) -> Campaign:
         store.analyze()
         evaluator = _prepared_evaluator(env, settings, echo)
         baseline = store.baseline(campaign_id)
+        env, source = _margin(env, store, campaign_id)
     except BaseException:
         lease.release()
         raise
-    return Campaign(env, settings, store, campaign_id, name, evaluator, echo, lease, baseline)
+    return Campaign(env, settings, store, campaign_id, name, evaluator, echo, lease, baseline,
+                    margin_source=source)
+
+
+def _margin(env: Environment, store: TrialStore, campaign_id: str) -> tuple[Environment, str]:
+    """The environment with the keep margin in force and its source: the spec's number (put
+    on the campaign), or `min_delta: auto`'s once measured ("" until then)."""
+    found = store.keep_margin(campaign_id)
+    if env.min_delta_auto:
+        if found is not None and found[1] == "measured":
+            return dataclasses.replace(env, min_delta=found[0]), "measured"
+        return env, ""
+    if found != (env.min_delta, "spec"):
+        store.record_margin(campaign_id, env.min_delta, "spec")
+    return env, "spec"
 
 
 def _prepared_evaluator(env: Environment, settings: Settings,

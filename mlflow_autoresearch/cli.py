@@ -160,6 +160,38 @@ def evaluate(environment, profile, tracking_uri, run_id, experiment, workdir, sa
 
 
 @main.command()
+@click.argument("environment")
+@click.option("--profile", default=None, help="Profile from autoresearch.yaml.")
+@click.option("--repeats", type=click.IntRange(min=2), default=None,
+              help="Runs of the whole seed set [default: the profile's noise_repeats].")
+@_URI
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".autoresearch"),
+              envvar="AUTORESEARCH_WORKDIR", show_default=True,
+              help="Data cache and per-trial scratch directories.")
+@_SANDBOX
+def noise(environment, profile, repeats, tracking_uri, workdir, sandbox) -> None:
+    """Measure ENVIRONMENT's noise floor: its recipe as shipped, run REPEATS times (each a
+    standalone evaluation), and the keep margin `min_delta: auto` would use."""
+    def measure():
+        env = load_environment(environment, profile)
+        settings = Settings(environment, profile, 0, tracking_uri, workdir=workdir,
+                            sandbox=sandbox)
+        scores = []
+        for i in range(repeats or env.noise_repeats):
+            trial = evaluate_recipe(settings, echo=click.echo)
+            if trial.score is None:
+                raise click.ClickException(f"run {i + 1} ended {trial.verdict}: no score, so no "
+                                           f"noise to measure")
+            scores.append(trial.score)
+        std = statistics.stdev(scores)
+        click.echo(f"{env.name} ({env.profile}) {env.score_metric}: mean "
+                   f"{statistics.mean(scores):.6g}, std {std:.4g} over {len(scores)} runs; keep "
+                   f"margin {env.noise_z:g} x std = {env.noise_z * std:.4g} (the spec's "
+                   f"min_delta: {'auto' if env.min_delta_auto else f'{env.min_delta:g}'})")
+    _guard(measure)
+
+
+@main.command()
 @_URI
 @click.option("--experiment", default=None, help="Only this campaign.")
 def status(tracking_uri, experiment) -> None:

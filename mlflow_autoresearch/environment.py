@@ -29,9 +29,11 @@ HARNESS_PARAMETERS = ("seed", "data_dir", "out_dir")
 _TOP_KEYS = {
     "name", "description", "entry_point", "editable", "protected", "evaluator", "score",
     "min_delta", "seeds", "budgets", "gates", "parameters", "profiles", "specialists",
-    "default_profile", "python_path", "limits", "time_basis",
+    "default_profile", "python_path", "limits", "time_basis", "noise_repeats", "noise_z",
 }
-_PROFILE_KEYS = {"parameters", "seeds", "budgets", "gates", "min_delta", "limits", "time_basis"}
+_PROFILE_KEYS = {"parameters", "seeds", "budgets", "gates", "min_delta", "limits", "time_basis",
+                 "noise_repeats", "noise_z"}
+AUTO = "auto"  # `min_delta: auto`: the campaign measures the keep margin from baseline repeats
 # How an evaluator that scores time counts it: CPU seconds of the recipe's process tree, which
 # other work on the machine does not move, or wall seconds (a dedicated machine, a GPU).
 TIME_BASES = ("wall", "cpu")
@@ -64,7 +66,7 @@ class Environment:
     evaluator: Path
     score_metric: str
     direction: Direction
-    min_delta: float
+    min_delta: float             # the keep margin; 0 until measured when `min_delta_auto`
     seeds: tuple[int, ...]
     train_seconds: float
     eval_seconds: float
@@ -77,6 +79,9 @@ class Environment:
     profiles: tuple[str, ...] = ()   # every profile the spec defines
     limits: dict[str, int] = field(default_factory=dict)  # LIMIT_KEYS -> a positive integer
     time_basis: str = "wall"  # one of TIME_BASES
+    min_delta_auto: bool = False  # measure the margin: noise_z x the std of noise_repeats runs
+    noise_repeats: int = 3
+    noise_z: float = 2.0
 
     def child_env(self) -> dict[str, str]:
         """Variables for the recipe's and the evaluator's processes: `python_path` put ahead of
@@ -190,9 +195,17 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
         problems.append("'gates' must map gate names to numbers")
         gates = {}
     min_delta = merged.get("min_delta", 0.0)
-    if not _number(min_delta) or min_delta < 0:
-        problems.append(f"'min_delta' must be a number >= 0, got {min_delta!r}")
+    auto = min_delta == AUTO
+    if auto:
         min_delta = 0.0
+    elif not _number(min_delta) or min_delta < 0:
+        problems.append(f"'min_delta' must be a number >= 0 or `auto`, got {min_delta!r}")
+        min_delta = 0.0
+    repeats, z = merged.get("noise_repeats", 3), merged.get("noise_z", 2.0)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 2:
+        problems.append(f"'noise_repeats' must be an integer >= 2, got {repeats!r}")
+    if not _number(z) or z <= 0:
+        problems.append(f"'noise_z' must be a number > 0, got {z!r}")
     parameters = merged.get("parameters") or {}
     if not isinstance(parameters, dict):
         problems.append("'parameters' must map entry-point parameter names to values")
@@ -240,6 +253,9 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
         profiles=tuple(raw["profiles"]) if isinstance(raw.get("profiles"), dict) else (profile,),
         limits=dict(limits),
         time_basis=str(time_basis),
+        min_delta_auto=auto,
+        noise_repeats=int(repeats) if isinstance(repeats, int) else 3,
+        noise_z=float(z) if _number(z) else 2.0,
     )
 
 

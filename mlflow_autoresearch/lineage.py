@@ -74,7 +74,7 @@ def trial_line(t: Trial, hypothesis_chars: int = 100) -> str:
 
 
 def render_context(view: LineageView, specialist: str, margin: float,
-                   metric: str, direction: str) -> str:
+                   metric: str, direction: str, margin_source: str = "spec") -> str:
     """The lineage part of a specialist's prompt, as Markdown, size-capped section by section."""
     best = view.best
     head = [f"# Lineage for `{specialist}`", ""]
@@ -83,6 +83,8 @@ def render_context(view: LineageView, specialist: str, margin: float,
                     f"{metric} = {best.score:.6g} ({direction}).")
     elif view.baseline is not None:
         head.append(f"No valid score yet; the baseline t0000 ended {view.baseline.verdict}.")
+    head.append(f"Keep margin: a trial must beat the best by more than {margin:.4g} "
+                f"({'measured from repeats of the baseline' if margin_source == 'measured' else 'from the spec'}).")
     board = ["## Leaderboard (kept trials, best first)", ""]
     board += [trial_line(t, 100) for t in view.leaderboard[:20]]
     knowledge = ["## Chain from the baseline to the best", ""]

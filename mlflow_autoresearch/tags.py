@@ -21,6 +21,11 @@ LEASE_HEARTBEAT = "autoresearch.lease.heartbeat"  # unix seconds of the holder's
 CONTROL_LINEAGE = "autoresearch.control.lineage"  # on | off
 CONTROL_ROSTER = "autoresearch.control.roster"    # specialists | single | generic
 CONTROL_DEFAULTS = {CONTROL_LINEAGE: "on", CONTROL_ROSTER: "specialists"}
+MIN_DELTA = "autoresearch.min_delta"                # the keep margin in force
+MIN_DELTA_SOURCE = "autoresearch.min_delta.source"  # spec | measured
+SCORE_STD = "score_std"        # on the baseline run: the std of its repeated scores
+NOISE_REPEATS = "noise_repeats"  # how many runs of the whole seed set measured it
+NOISE_SCORE = "noise_score"    # each repeat's score, one step per repeat
 
 # Trial tags, set by the store at the start of a trial (with the proposal) or at its end.
 SCHEMA_VERSION = "autoresearch.schema"

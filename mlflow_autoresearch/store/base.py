@@ -58,6 +58,11 @@ class TrialStore(Protocol):
 
     def direction(self, campaign_id: str) -> Direction: ...
 
+    def keep_margin(self, campaign_id: str) -> tuple[float, str] | None: ...
+
+    def record_margin(self, campaign_id: str, margin: float, source: str,
+                      baseline_id: str | None = None, scores: tuple[float, ...] = ()) -> None: ...
+
     def analyze(self) -> None:
         """Refresh the backend's query statistics (a no-op where it keeps its own)."""
 

@@ -18,6 +18,7 @@ import functools
 import math
 import os
 import sqlite3
+import statistics
 import tempfile
 import time
 import urllib.error
@@ -146,6 +147,27 @@ class MlflowStore:
     def direction(self, campaign_id: str) -> Direction:
         raw = self.client.get_experiment(campaign_id).tags.get(tags.DIRECTION, "minimize")
         return Direction(raw)
+
+    def keep_margin(self, campaign_id: str) -> tuple[float, str] | None:
+        """The keep margin in force on the campaign and its source (`spec`, `measured`)."""
+        found = self.client.get_experiment(campaign_id).tags
+        if tags.MIN_DELTA not in found:
+            return None
+        return float(found[tags.MIN_DELTA]), found.get(tags.MIN_DELTA_SOURCE, "spec")
+
+    def record_margin(self, campaign_id: str, margin: float, source: str,
+                      baseline_id: str | None = None, scores: tuple[float, ...] = ()) -> None:
+        """Put the margin in force on the campaign; a measured one also puts the repeats'
+        scores, their std and their count on the baseline run."""
+        if scores and baseline_id:
+            std = statistics.stdev(scores)
+            now = int(time.time() * 1000)
+            self.client.log_batch(baseline_id, metrics=[
+                Metric(tags.SCORE_STD, std, now, 0),
+                Metric(tags.NOISE_REPEATS, float(len(scores)), now, 0),
+                *(Metric(tags.NOISE_SCORE, s, now, i) for i, s in enumerate(scores))])
+        self.client.set_experiment_tag(campaign_id, tags.MIN_DELTA, f"{margin:.6g}")
+        self.client.set_experiment_tag(campaign_id, tags.MIN_DELTA_SOURCE, source)
 
     def analyze(self) -> None:
         """Refresh SQLite's planner statistics: MLflow never does, and un-analyzed stores pick

@@ -98,6 +98,16 @@ class TrialStoreContract:
         with pytest.raises(AutoresearchError, match="ran with --lineage off, not on"):
             store.open_campaign(name, env, controls={**off, tags.CONTROL_LINEAGE: "on"})
 
+    def test_the_keep_margin_and_its_measurement_are_recorded(self, store, env, campaign):
+        assert store.keep_margin(campaign) is None
+        base = self._trial(store, env, campaign, 0, FailureLabel.OK, 3.0, decision=Decision.BASELINE)
+        store.record_margin(campaign, 0.5, "measured", base.run_id, (3.0, 3.25, 2.75))
+        assert store.keep_margin(campaign) == (0.5, "measured")
+        metrics = store.raw(base.run_id).metrics
+        assert metrics[tags.SCORE_STD] == 0.25 and metrics[tags.NOISE_REPEATS] == 3
+        store.record_margin(campaign, 0.1, "spec")
+        assert store.keep_margin(campaign) == (0.1, "spec")
+
     def test_a_trial_is_running_until_finished_then_never_rewritten(self, store, env, campaign):
         proposal = Proposal("baseline", "as shipped", "", None, expected_delta=0.0)
         run_id = store.create_trial(campaign, env, 0, proposal, "the context", sandbox="bwrap")
