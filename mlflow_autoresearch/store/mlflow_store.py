@@ -108,9 +108,10 @@ class MlflowStore:
         controls = controls or {}
         found = self.client.get_experiment_by_name(name)
         if found is None:
+            margin = "measured at the start" if env.min_delta_auto else f"{env.min_delta:g}"
             banner = (f"Auto-research {'campaign' if kind == tags.CAMPAIGN_KIND else 'evaluations'}"
                       f" on **{env.name}** ({env.profile}): {env.direction.value} "
-                      f"`{env.score_metric}`, keep margin {env.min_delta:g}. Each run is one "
+                      f"`{env.score_metric}`, keep margin {margin}. Each run is one "
                       f"trial; the run tree is the lineage tree.")
             experiment_id = self.client.create_experiment(name, tags={
                 tags.KIND: kind, tags.ENVIRONMENT: env.name, tags.PROFILE: env.profile,
