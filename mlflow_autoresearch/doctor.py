@@ -19,7 +19,7 @@ from pathlib import Path
 from .environment import load_environment, shipped_environments
 from .errors import AutoresearchError
 from .execution.sandbox import BWRAP, NONE, Sandbox, choose, python_paths
-from .store import MlflowStore
+from .store import MlflowStore, default_uri
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -126,7 +126,7 @@ def _gpus(kind: str) -> Check:
 
 
 def _store(tracking_uri: str | None) -> Check:
-    uri = tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    uri = default_uri(tracking_uri)
     path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
     if path is not None and not path.exists():  # doctor creates no store
         if os.access(path.parent, os.W_OK):

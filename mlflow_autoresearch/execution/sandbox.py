@@ -58,7 +58,7 @@ class Sandbox:
     def wrap(self, argv: list[str], read: tuple[str, ...] = (), write: tuple[str, ...] = (),
              cwd: str | None = None, group: str | None = None) -> list[str]:
         """The argv that runs `argv` in this sandbox, seeing `read` read-only and `write`;
-        `group` names its cgroup, for `cpu_seconds` and `remove_group` after it ends."""
+        `group` names its cgroup, for `group_cpu_seconds` and `remove_group` after it ends."""
         policy = self.policy()
         policy.update(read=[*policy["read"], *map(str, read)], write=list(map(str, write)),
                       cwd=cwd, group=group)

@@ -2,6 +2,6 @@
 in the package that talks to MLflow tracking."""
 
 from .base import Lease, StoredRun, TrialStore
-from .mlflow_store import MlflowStore
+from .mlflow_store import MlflowStore, default_uri
 
-__all__ = ["Lease", "MlflowStore", "StoredRun", "TrialStore"]
+__all__ = ["Lease", "MlflowStore", "StoredRun", "TrialStore", "default_uri"]

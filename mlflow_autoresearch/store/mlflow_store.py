@@ -84,7 +84,7 @@ class MlflowStore:
     def __init__(self, tracking_uri: str | None = None, must_exist: bool = False):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        self.uri = tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+        self.uri = default_uri(tracking_uri)
         _probe(self.uri, must_exist)
         self.client = MlflowClient(self.uri)
         self._leases: dict[str, Lease] = {}
@@ -464,6 +464,11 @@ class MlflowStore:
         if experiment_id not in self._names:
             self._names[experiment_id] = self.client.get_experiment(experiment_id).name
         return self._names[experiment_id]
+
+
+def default_uri(tracking_uri: str | None) -> str:
+    """The tracking URI in force: the one given, else MLflow's own default, ./mlflow.db."""
+    return tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def _probe(uri: str, must_exist: bool) -> None:
