@@ -24,7 +24,7 @@ from . import lineage, tags
 from .agents import Agent, AgentContext, default_roster
 from .agents.roster import control_environment
 from .agents.llm import ClientSettings, EndpointError
-from .environment import Environment, load_environment
+from .environment import Environment, load_environment, with_confirm_seeds
 from .errors import HarnessError, ProposalError
 from .execution import CommandEvaluator, run_trial
 from .execution.process import reap
@@ -60,6 +60,7 @@ class Settings:
     sandbox: str = "auto"             # auto | bwrap | off: how recipe code is isolated
     lineage: str = "on"               # off: the paper's no-lineage control
     roster: str = "specialists"       # single | generic: the paper's generalist controls
+    confirm_seeds: int | None = None  # None: the profile's `confirm_seeds`; 0: no confirmation
 
     @property
     def controls(self) -> dict[str, str]:
@@ -108,9 +109,13 @@ class Campaign:
         run_id = self.store.create_trial(self.campaign_id, self.env, number, proposal, context,
                                          run_id, sandbox.kind)
         scratch = self.settings.workdir.resolve() / "runs" / f"t{number:04d}-{run_id[:8]}"
+        best = self.store.best(self.campaign_id, self.env.direction) if self.lease else None
+        is_baseline = proposal.parent_id is None
         result = run_trial(self.env, proposal, parent, self.evaluator, scratch, sandbox,
                            lambda group: self.store.record_processes(run_id, group.marker),
-                           self.settings.keep_run_dirs)
+                           self.settings.keep_run_dirs,
+                           lambda outcome: decide(self.env, outcome, best, is_baseline)[0]
+                           in (Decision.BASELINE, Decision.KEEP))
         tampered = self.store.find_tampering(run_id)
         if tampered and result.outcome.label is not FailureLabel.HARNESS_ABORT:
             result = dataclasses.replace(result, outcome=Outcome(
@@ -118,11 +123,13 @@ class Campaign:
                 seconds=result.outcome.seconds,
                 excerpt="something other than the harness wrote into the trial's MLflow run: "
                         + ", ".join(tampered)))
-        best = self.store.best(self.campaign_id, self.env.direction) if self.lease else None
-        decision, delta = decide(self.env, result.outcome, best, proposal.parent_id is None)
+        decision, delta = decide(self.env, result.outcome, best, is_baseline)
+        if result.confirmed and decision is Decision.DISCARD:
+            result = dataclasses.replace(result, outcome=dataclasses.replace(
+                result.outcome, excerpt=unconfirmed(self.env, result.outcome, best)))
         trial = self.store.finish_trial(run_id, number, proposal, result, decision, delta,
                                         tampered)
-        if proposal.parent_id is None and trial.label is not FailureLabel.HARNESS_ABORT:
+        if is_baseline and trial.label is not FailureLabel.HARNESS_ABORT:
             self.baseline = trial
         self.best = trial if trial.is_kept else best
         if result.error is not None:
@@ -153,7 +160,8 @@ class Campaign:
         env, baseline = self.env, self.baseline
         if self.margin_source or baseline is None or baseline.label is not FailureLabel.OK:
             return
-        scores = [baseline.score]
+        # The repeats run the search seeds alone: compare like with like.
+        scores = [self.store.raw(baseline.run_id).metrics.get(tags.SCORE_SEARCH, baseline.score)]
         for i in range(1, env.noise_repeats):
             self.echo(f"      measuring the noise: run {i + 1} of {env.noise_repeats} of the "
                       f"baseline")
@@ -197,6 +205,16 @@ def decide(env: Environment, outcome: Outcome, best: Trial | None,
     delta = outcome.score - best.score
     keep = env.direction.better(outcome.score, best.score, env.min_delta)
     return (Decision.KEEP if keep else Decision.DISCARD), delta
+
+
+def unconfirmed(env: Environment, outcome: Outcome, best: Trial) -> str:
+    """Why a trial that beat the best on its search seeds was discarded after confirmation."""
+    search = outcome.metrics[tags.SCORE_SEARCH]
+    confirm = outcome.metrics[tags.SCORE_CONFIRM]
+    seeds = list(env.confirm_seeds)
+    return (f"confirmation failed: {search:.6g} on the search seeds beat the best "
+            f"{best.score:.6g}, but {confirm:.6g} on the confirmation seeds {seeds} pools to "
+            f"{outcome.score:.6g}, which does not beat it by more than {env.min_delta:.4g}")
 
 
 def run_campaign(settings: Settings, agents: dict[str, Agent] | None = None,
@@ -292,7 +310,7 @@ def evaluate_recipe(settings: Settings, run_id: str | None = None,
     It goes to its own experiment (default `autoresearch/<env>/evaluations`, never a campaign),
     or into `run_id`, the run `mlflow run` opened for it; it takes no lease and recovers nothing.
     """
-    env = load_environment(settings.environment, settings.profile)
+    env = _load(settings)
     store = MlflowStore(settings.tracking_uri)
     if run_id:
         experiment_id = store.campaign_of(run_id)
@@ -315,11 +333,11 @@ def open_campaign(settings: Settings, echo: Callable[[str], None]) -> Campaign:
 
     The returned campaign holds the lease; release it with `campaign.lease.release()`.
     """
-    env = control_environment(load_environment(settings.environment, settings.profile),
-                              settings.roster)
+    env = control_environment(_load(settings), settings.roster)
     store = MlflowStore(settings.tracking_uri)
     name = settings.experiment or f"autoresearch/{env.name}"
-    campaign_id = store.open_campaign(name, env, controls=settings.controls)
+    campaign_id = store.open_campaign(name, env, controls={
+        **settings.controls, tags.CONFIRM_SEEDS: ",".join(map(str, env.confirm_seeds))})
     lease = store.acquire_lease(campaign_id, settings.take_over)
     try:
         for trial, marker in store.recover(campaign_id):
@@ -336,6 +354,14 @@ def open_campaign(settings: Settings, echo: Callable[[str], None]) -> Campaign:
         raise
     return Campaign(env, settings, store, campaign_id, name, evaluator, echo, lease, baseline,
                     margin_source=source)
+
+
+def _load(settings: Settings) -> Environment:
+    """The environment at the profile `settings` name, with the confirmation seeds it asks for."""
+    env = load_environment(settings.environment, settings.profile)
+    if settings.confirm_seeds is None:
+        return env
+    return with_confirm_seeds(env, settings.confirm_seeds)
 
 
 def _margin(env: Environment, store: TrialStore, campaign_id: str) -> tuple[Environment, str]:

@@ -96,10 +96,14 @@ def main() -> None:
 @click.option("--roster", type=click.Choice(list(ROSTERS)), default="specialists",
               show_default=True, help="single: one generalist owning the whole recipe and "
               "every technique; generic: as many copies of it as there are specialists.")
+@click.option("--confirm-seeds", type=click.IntRange(min=0), default=None,
+              help="Re-run a trial that would be kept on N more seeds and keep it only if the "
+                   "mean over all its seeds still wins; 0: never [default: the profile's "
+                   "confirm_seeds].")
 def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_minutes,
         grace_minutes, workdir, keep_run_dirs, specialists, model, base_url, api_key,
         max_cost_usd, price, llm_timeout, llm_retries, max_repairs, take_over, sandbox,
-        lineage_mode, roster) -> None:
+        lineage_mode, roster, confirm_seeds) -> None:
     """Run (or continue) a campaign on ENVIRONMENT: a name under projects/ or a folder path.
 
     Specialists are offline (technique tables, no API key) unless --model names an LLM.
@@ -122,7 +126,8 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
         n.strip() for n in specialists.split(",") if n.strip())
     settings = Settings(environment, profile, trials, tracking_uri, experiment, seed,
                         deadline_minutes, grace_minutes, workdir, keep_run_dirs, llm, names,
-                        max_repairs, max_cost_usd, take_over, sandbox, lineage_mode, roster)
+                        max_repairs, max_cost_usd, take_over, sandbox, lineage_mode, roster,
+                        confirm_seeds)
     summary = _guard(lambda: run_campaign(settings, echo=click.echo))
     click.echo(f"\nStopped: {summary.stop_reason}. This run: {len(summary.trials)} trial(s), "
                + ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items())) + ".")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,10 @@ _TOP_KEYS = {
     "name", "description", "entry_point", "editable", "protected", "evaluator", "score",
     "min_delta", "seeds", "budgets", "gates", "parameters", "profiles", "specialists",
     "default_profile", "python_path", "limits", "time_basis", "noise_repeats", "noise_z",
+    "confirm_seeds",
 }
 _PROFILE_KEYS = {"parameters", "seeds", "budgets", "gates", "min_delta", "limits", "time_basis",
-                 "noise_repeats", "noise_z"}
+                 "noise_repeats", "noise_z", "confirm_seeds"}
 AUTO = "auto"  # `min_delta: auto`: the campaign measures the keep margin from baseline repeats
 # How an evaluator that scores time counts it: CPU seconds of the recipe's process tree, which
 # other work on the machine does not move, or wall seconds (a dedicated machine, a GPU).
@@ -82,6 +83,8 @@ class Environment:
     min_delta_auto: bool = False  # measure the margin: noise_z x the std of noise_repeats runs
     noise_repeats: int = 3
     noise_z: float = 2.0
+    # A trial that would be kept is re-run on these (disjoint from `seeds`) before it is kept.
+    confirm_seeds: tuple[int, ...] = ()
 
     def child_env(self) -> dict[str, str]:
         """Variables for the recipe's and the evaluator's processes: `python_path` put ahead of
@@ -206,6 +209,7 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
         problems.append(f"'noise_repeats' must be an integer >= 2, got {repeats!r}")
     if not _number(z) or z <= 0:
         problems.append(f"'noise_z' must be a number > 0, got {z!r}")
+    confirm_seeds = _confirm_seeds(merged.get("confirm_seeds", []), seeds, problems)
     parameters = merged.get("parameters") or {}
     if not isinstance(parameters, dict):
         problems.append("'parameters' must map entry-point parameter names to values")
@@ -256,7 +260,29 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
         min_delta_auto=auto,
         noise_repeats=int(repeats) if isinstance(repeats, int) else 3,
         noise_z=float(z) if _number(z) else 2.0,
+        confirm_seeds=confirm_seeds,
     )
+
+
+def _confirm_seeds(value: Any, seeds: list, problems: list[str]) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in value):
+        problems.append(f"'confirm_seeds' must be a list of integers, got {value!r}")
+        return ()
+    if len(set(value)) != len(value) or set(value) & set(seeds):
+        problems.append(f"'confirm_seeds' {value} must be distinct and disjoint from 'seeds' "
+                        f"{seeds}: a confirmation re-runs a trial on seeds its search never used")
+        return ()
+    return tuple(value)
+
+
+def with_confirm_seeds(env: Environment, count: int) -> Environment:
+    """`env` confirming on `count` seeds (`--confirm-seeds N`): the spec's `confirm_seeds`
+    first, then the integers after every seed in use; 0 turns confirmation off."""
+    chosen = list(env.confirm_seeds[:count])
+    after = max((*env.seeds, *env.confirm_seeds)) + 1
+    chosen += range(after, after + count - len(chosen))
+    return replace(env, confirm_seeds=tuple(chosen))
 
 
 def _select_profile(raw: dict, profile: str | None, problems: list[str]) -> dict:

@@ -70,6 +70,8 @@ def trial_line(t: Trial, hypothesis_chars: int = 100) -> str:
         parts.append(f"delta={t.delta_vs_best:+.4g}")
     if t.decision is not None:
         parts.append(t.decision.value)
+    if t.confirm == "failed":
+        parts.append("confirmation failed")
     return f"t{t.number:04d} [{', '.join(parts)}] {clip(t.hypothesis, hypothesis_chars)}"
 
 
@@ -96,7 +98,8 @@ def render_context(view: LineageView, specialist: str, margin: float,
     last = ["## Last 10 trials, with notes and crash excerpts", ""]
     for t in visible(view.recent)[:10]:
         last.append(trial_line(t, 140))
-        note = t.excerpt if t.label is not FailureLabel.OK and t.excerpt else t.notes
+        failed = t.label is not FailureLabel.OK or t.confirm == "failed"
+        note = t.excerpt if failed and t.excerpt else t.notes
         if note:
             last.append(f"    notes: {clip(' '.join(note.split()), 160)}")
     nudge = []
@@ -168,5 +171,6 @@ def progress_line(trial: Trial, best: Trial | None) -> str:
     score = f"{trial.score:.4f}" if trial.score is not None else "-"
     decision = trial.decision.value if trial.decision else ""
     best_s = f"{best.score:.4f}" if best and best.score is not None else "-"
+    why = "confirmation failed: " if trial.confirm == "failed" else ""
     return (f"t{trial.number:04d} {trial.specialist:<9} {trial.verdict:<21} {score:>9} "
-            f"{decision:<8} best {best_s:>9}  {clip(trial.hypothesis, 70)}")
+            f"{decision:<8} best {best_s:>9}  {why}{clip(trial.hypothesis, 70)}")

@@ -142,6 +142,7 @@ class Trial:
     diff_sha: str = ""
     start_time: int = 0
     retry_of: str | None = None  # the harness_abort trial whose proposal this one re-ran
+    confirm: str = ""  # passed | failed once its confirmation seeds ran, else ""
 
     @property
     def verdict(self) -> str:
@@ -169,6 +170,7 @@ class TrialResult:
     trial_seconds: float      # the whole trial, harness included
     recipe_seconds: float     # inside the seeds' processes
     error: BaseException | None = None
+    confirmed: bool = False   # the confirmation seeds ran too; the outcome pools both
 
     @property
     def harness_seconds(self) -> float:

@@ -20,7 +20,10 @@ LEASE_HEARTBEAT = "autoresearch.lease.heartbeat"  # unix seconds of the holder's
 # The paper's controls, on the campaign's experiment and on every one of its trials.
 CONTROL_LINEAGE = "autoresearch.control.lineage"  # on | off
 CONTROL_ROSTER = "autoresearch.control.roster"    # specialists | single | generic
-CONTROL_DEFAULTS = {CONTROL_LINEAGE: "on", CONTROL_ROSTER: "specialists"}
+# The confirmation seeds a campaign started with, comma-separated ("" for none): fixed like the
+# controls, so every kept score is a mean over the same seeds.
+CONFIRM_SEEDS = "autoresearch.confirm_seeds"
+CONTROL_DEFAULTS = {CONTROL_LINEAGE: "on", CONTROL_ROSTER: "specialists", CONFIRM_SEEDS: ""}
 MIN_DELTA = "autoresearch.min_delta"                # the keep margin in force
 MIN_DELTA_SOURCE = "autoresearch.min_delta.source"  # spec | measured
 SCORE_STD = "score_std"        # on the baseline run: the std of its repeated scores
@@ -48,6 +51,7 @@ PID = "autoresearch.pid"            # the process group running now, "<pgid>@<st
 # Written only in the final batch: a run holding LABEL is a recorded trial result.
 LABEL = "autoresearch.label"
 DECISION = "autoresearch.decision"
+CONFIRM = "autoresearch.confirm"  # passed | failed: a would-be keep re-run on more seeds
 EXCERPT = "autoresearch.excerpt"
 # A proposal's own tags and metrics live under these, so they can never override the harness's
 # or the evaluator's (an LLM specialist's model is `autoresearch.agent.model`).
@@ -61,7 +65,10 @@ MLFLOW_ENTRY_POINT = "mlflow.project.entryPoint"  # the entry point each seed ru
 
 # Metrics.
 TRIAL_NUMBER = "trial"  # the trial number again, as a number: numbering reads max(trial)
-SCORE = "score"
+SCORE = "score"  # with confirmation seeds, the seed-weighted mean of the two below
+SCORE_SEARCH = "score_search"    # the score on the search seeds alone
+SCORE_CONFIRM = "score_confirm"  # the score on the confirmation seeds alone
+CONFIRM_METRIC_PREFIX = "confirm."  # the evaluator's metrics on the confirm seeds
 FAILURE_CODE = "failure_code"
 DELTA_VS_BEST = "delta_vs_best"
 DIFF_LINES = "diff_lines"

@@ -73,6 +73,6 @@ def test_a_campaign_keeps_the_controls_it_started_with(toy_env, store, tmp_path)
     settings = Settings(str(toy_env), trials=0, tracking_uri=store, workdir=tmp_path / "work",
                         lineage="off")
     run_campaign(settings, {"opt": ScriptedAgent("opt", [])}, echo=lambda line: None)
-    with pytest.raises(AutoresearchError, match="ran with --lineage off, not on: continue it"):
+    with pytest.raises(AutoresearchError, match="ran with --lineage off, not --lineage on: continue it"):
         run_campaign(dataclasses.replace(settings, lineage="on", trials=1),
                      {"opt": ScriptedAgent("opt", [])}, echo=lambda line: None)

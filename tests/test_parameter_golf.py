@@ -84,7 +84,7 @@ def test_loop_labels_each_training_failure(tmp_path):
     ]
     settings = Settings(str(env_dir), "tiny", trials=len(script),
                         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-                        workdir=tmp_path / "work")
+                        workdir=tmp_path / "work", confirm_seeds=0)  # labels under test
     summary = run_campaign(settings, {"arch": ScriptedAgent("arch", script)}, echo=lambda line: None)
     got = {t.hypothesis: t for t in summary.trials}
     baseline = summary.trials[0]

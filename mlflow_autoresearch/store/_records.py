@@ -45,6 +45,7 @@ def trial_from_run(run: Run) -> Trial:
         diff_sha=t.get(tags.DIFF_SHA, ""),
         start_time=run.info.start_time or 0,
         retry_of=t.get(tags.RETRY_OF),
+        confirm=t.get(tags.CONFIRM, "") if final else "",
     )
 
 

@@ -121,10 +121,10 @@ class MlflowStore:
             for key, value in controls.items():
                 ran = found.tags.get(key, tags.CONTROL_DEFAULTS.get(key))
                 if ran != value:
-                    flag = key.rsplit(".", 1)[1]
                     raise AutoresearchError(
-                        f"campaign {found.name!r} ran with --{flag} {ran}, not {value}: continue "
-                        f"it with --{flag} {ran}, or name another --experiment")
+                        f"campaign {found.name!r} ran with {_as_flag(key, ran)}, not "
+                        f"{_as_flag(key, value)}: continue it with {_as_flag(key, ran)}, or name "
+                        f"another --experiment")
             experiment_id = found.experiment_id
         self._controls[experiment_id] = controls
         return experiment_id
@@ -316,7 +316,9 @@ class MlflowStore:
             raise StoreError(f"t{number:04d} ({run_id}) is already {run.info.status}: a finished "
                              f"run is never rewritten")
         written = self._written.pop(run_id, ({}, {}))[0]
-        verdict = {tags.LABEL, tags.EXCERPT, tags.MLFLOW_NOTE, *([tags.DECISION] if decision else [])}
+        verdict = {tags.LABEL, tags.EXCERPT, tags.MLFLOW_NOTE,
+                   *([tags.DECISION] if decision else []),
+                   *([tags.CONFIRM] if result.confirmed else [])}
         stray = [k for k in run.data.tags if tampered and (k.startswith(tags.PREFIX) or k in _OURS)
                  and k not in written and k not in verdict]
         self._write_verdict(run, number, proposal, result, decision, delta, written, stray,
@@ -360,6 +362,9 @@ class MlflowStore:
                  tags.MLFLOW_NOTE: render_note(number, proposal, outcome, decision, delta)}
         if decision is not None:
             final[tags.DECISION] = decision.value
+        if result.confirmed:
+            kept = decision in (Decision.BASELINE, Decision.KEEP)
+            final[tags.CONFIRM] = "passed" if kept else "failed"
         self._final_batch(run_id, metrics, final, step)
         self.client.set_terminated(run_id, _status(outcome.label, result.killed))
 
@@ -502,6 +507,13 @@ def _check_kind(name: str, experiment_tags: dict[str, str], kind: str) -> None:
     if kind == tags.CAMPAIGN_KIND and found == tags.EVALUATIONS_KIND:
         raise AutoresearchError(f"experiment {name!r} holds standalone evaluations, not a "
                                 f"campaign; name another --experiment")
+
+
+def _as_flag(control: str, value: str) -> str:
+    """A control's value as the `autoresearch run` option that sets it."""
+    if control == tags.CONFIRM_SEEDS:
+        return f"--confirm-seeds {len(value.split(',')) if value else 0}"
+    return f"--{control.rsplit('.', 1)[1]} {value}"
 
 
 def _kind(experiment_tags: dict[str, str]) -> str | None:

@@ -63,6 +63,12 @@ def check_trial_contract(store: TrialStore, run_id: str, environment: str | None
     if label is not FailureLabel.HARNESS_ABORT:
         assert any(a.startswith(tags.RECIPE_DIR + "/") for a in run.artifacts), \
             f"{run.name}: no recipe"
+    if tags.CONFIRM in t:  # a would-be keep re-run on the confirmation seeds
+        assert tags.SCORE_SEARCH in m, f"{run.name}: confirmed without {tags.SCORE_SEARCH}"
+        kept = t.get(tags.DECISION) in ("baseline", "keep")
+        assert t[tags.CONFIRM] == ("passed" if kept else "failed"), run.name
+        if kept:
+            assert tags.SCORE_CONFIRM in m, f"{run.name}: kept without {tags.SCORE_CONFIRM}"
     evaluation = json.loads(store.read_text(run_id, tags.EVALUATION))
     assert evaluation["label"] == label.tag and evaluation["failure_code"] == int(label)
     return label

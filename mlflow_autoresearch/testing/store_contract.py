@@ -95,8 +95,12 @@ class TrialStoreContract:
         proposal = Proposal("baseline", "as shipped", "", None, expected_delta=0.0)
         run_id = store.create_trial(campaign, env, 0, proposal, "")
         assert {k: store.raw(run_id).tags[k] for k in off} == off
-        with pytest.raises(AutoresearchError, match="ran with --lineage off, not on"):
+        with pytest.raises(AutoresearchError, match="ran with --lineage off, not --lineage on"):
             store.open_campaign(name, env, controls={**off, tags.CONTROL_LINEAGE: "on"})
+        confirm = {**off, tags.CONFIRM_SEEDS: "7,8"}
+        with pytest.raises(AutoresearchError, match="with --confirm-seeds 0, not --confirm-seeds "
+                                                    "2: continue it with --confirm-seeds 0"):
+            store.open_campaign(name, env, controls=confirm)
 
     def test_the_keep_margin_and_its_measurement_are_recorded(self, store, env, campaign):
         assert store.keep_margin(campaign) is None
@@ -107,6 +111,18 @@ class TrialStoreContract:
         assert metrics[tags.SCORE_STD] == 0.25 and metrics[tags.NOISE_REPEATS] == 3
         store.record_margin(campaign, 0.1, "spec")
         assert store.keep_margin(campaign) == (0.1, "spec")
+
+    def test_a_confirmed_trial_says_whether_its_confirmation_held(self, store, env, campaign):
+        base = self._trial(store, env, campaign, 0, FailureLabel.OK, 3.0, decision=Decision.BASELINE)
+        verdicts = {}
+        for number, decision in ((1, Decision.KEEP), (2, Decision.DISCARD)):
+            proposal = Proposal("opt", f"idea {number}", DIFF, base.run_id, -0.1)
+            run_id = store.create_trial(campaign, env, number, proposal, "")
+            result = _result(FailureLabel.OK, 2.0, confirmed=True)
+            verdicts[decision] = store.finish_trial(run_id, number, proposal, result, decision, -1.0)
+        assert verdicts[Decision.KEEP].confirm == "passed"
+        assert verdicts[Decision.DISCARD].confirm == "failed"
+        assert base.confirm == "" and tags.CONFIRM not in store.raw(base.run_id).tags
 
     def test_a_trial_is_running_until_finished_then_never_rewritten(self, store, env, campaign):
         proposal = Proposal("baseline", "as shipped", "", None, expected_delta=0.0)
