@@ -23,6 +23,7 @@ from pathlib import Path
 from . import lineage, tags
 from .agents import Agent, AgentContext, default_roster
 from .agents.roster import control_environment
+from .agents.strategies import load_search_space
 from .agents.llm import ClientSettings, EndpointError
 from .environment import Environment, load_environment, with_confirm_seeds
 from .errors import HarnessError, ProposalError
@@ -36,6 +37,7 @@ from .store import Lease, MlflowStore, TrialStore
 BASELINE = Proposal("baseline", "The unmodified recipe, measured as the baseline.", "", None,
                     expected_delta=0.0)
 MAX_ABORTS_IN_A_ROW = 3
+MAX_CHILDREN = 5000  # children read per trial: a resumed Optuna study's whole history
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,12 @@ class Settings:
     lineage: str = "on"               # off: the paper's no-lineage control
     roster: str = "specialists"       # single | generic: the paper's generalist controls
     confirm_seeds: int | None = None  # None: the profile's `confirm_seeds`; 0: no confirmation
+    strategy: str = "specialists"     # random | optuna: a search strategy proposes instead
 
     @property
     def controls(self) -> dict[str, str]:
-        return {tags.CONTROL_LINEAGE: self.lineage, tags.CONTROL_ROSTER: self.roster}
+        return {tags.CONTROL_LINEAGE: self.lineage, tags.CONTROL_ROSTER: self.roster,
+                tags.STRATEGY: self.strategy}
 
 
 @dataclass
@@ -186,9 +190,11 @@ class Campaign:
                   f"{std:.4g} of {len(scores)} runs of the baseline")
 
     def children_for(self, run_id: str) -> list[Trial]:
-        """A trial's children, failures included; none with lineage off."""
-        return self.store.children(self.campaign_id, run_id) if self.settings.lineage == "on" \
-            else []
+        """A trial's children, failures included (a search strategy's whole history: they are
+        all the baseline's); none with lineage off."""
+        if self.settings.lineage != "on":
+            return []
+        return self.store.children(self.campaign_id, run_id, limit=MAX_CHILDREN)
 
 
 def decide(env: Environment, outcome: Outcome, best: Trial | None,
@@ -232,7 +238,7 @@ def run_campaign(settings: Settings, agents: dict[str, Agent] | None = None,
     try:
         agents = agents if agents is not None else default_roster(
             campaign.env, settings.seed, settings.llm, settings.llm_specialists,
-            settings.max_repairs)
+            settings.max_repairs, settings.strategy)
         return _loop(campaign, agents)
     finally:
         campaign.lease.release()
@@ -333,7 +339,9 @@ def open_campaign(settings: Settings, echo: Callable[[str], None]) -> Campaign:
 
     The returned campaign holds the lease; release it with `campaign.lease.release()`.
     """
-    env = control_environment(_load(settings), settings.roster)
+    env = control_environment(_load(settings), settings.roster, settings.strategy)
+    if settings.strategy != "specialists":
+        load_search_space(env)  # a missing or broken search space: one line, before any write
     store = MlflowStore(settings.tracking_uri)
     name = settings.experiment or f"autoresearch/{env.name}"
     campaign_id = store.open_campaign(name, env, controls={

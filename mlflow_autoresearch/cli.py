@@ -17,6 +17,7 @@ import click
 from . import lineage
 from .agents.llm import ClientSettings
 from .agents.roster import ROSTERS
+from .agents.strategies import STRATEGIES
 from .campaign import Settings, evaluate_recipe, run_campaign
 from .doctor import FAIL, OK, run_checks
 from .environment import load_environment, shipped_environments
@@ -100,14 +101,22 @@ def main() -> None:
               help="Re-run a trial that would be kept on N more seeds and keep it only if the "
                    "mean over all its seeds still wins; 0: never [default: the profile's "
                    "confirm_seeds].")
+@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default="specialists",
+              show_default=True,
+              help="random or optuna: that search strategy proposes every trial, setting the "
+                   "knobs of the environment's search_space (the baselines specialists must beat).")
 def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_minutes,
         grace_minutes, workdir, keep_run_dirs, specialists, model, base_url, api_key,
         max_cost_usd, price, llm_timeout, llm_retries, max_repairs, take_over, sandbox,
-        lineage_mode, roster, confirm_seeds) -> None:
+        lineage_mode, roster, confirm_seeds, strategy) -> None:
     """Run (or continue) a campaign on ENVIRONMENT: a name under projects/ or a folder path.
 
     Specialists are offline (technique tables, no API key) unless --model names an LLM.
     """
+    if strategy != "specialists" and (specialists != "offline" or roster != "specialists"
+                                      or lineage_mode != "on"):
+        raise click.BadParameter("a search strategy proposes every trial itself: use it without "
+                                 "--specialists, --roster and --lineage", param_hint="--strategy")
     llm = None
     if specialists != "offline":
         if not model:
@@ -127,7 +136,7 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
     settings = Settings(environment, profile, trials, tracking_uri, experiment, seed,
                         deadline_minutes, grace_minutes, workdir, keep_run_dirs, llm, names,
                         max_repairs, max_cost_usd, take_over, sandbox, lineage_mode, roster,
-                        confirm_seeds)
+                        confirm_seeds, strategy)
     summary = _guard(lambda: run_campaign(settings, echo=click.echo))
     click.echo(f"\nStopped: {summary.stop_reason}. This run: {len(summary.trials)} trial(s), "
                + ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items())) + ".")

@@ -23,7 +23,9 @@ CONTROL_ROSTER = "autoresearch.control.roster"    # specialists | single | gener
 # The confirmation seeds a campaign started with, comma-separated ("" for none): fixed like the
 # controls, so every kept score is a mean over the same seeds.
 CONFIRM_SEEDS = "autoresearch.confirm_seeds"
-CONTROL_DEFAULTS = {CONTROL_LINEAGE: "on", CONTROL_ROSTER: "specialists", CONFIRM_SEEDS: ""}
+STRATEGY = "autoresearch.strategy"  # specialists | random | optuna: who proposes the trials
+CONTROL_DEFAULTS = {CONTROL_LINEAGE: "on", CONTROL_ROSTER: "specialists", CONFIRM_SEEDS: "",
+                    STRATEGY: "specialists"}
 MIN_DELTA = "autoresearch.min_delta"                # the keep margin in force
 MIN_DELTA_SOURCE = "autoresearch.min_delta.source"  # spec | measured
 SCORE_STD = "score_std"        # on the baseline run: the std of its repeated scores

@@ -9,16 +9,22 @@ from ..environment import Environment, Specialist
 from .base import Agent
 from .llm import ClientSettings, llm_roster
 from .offline import offline_roster
+from .strategies import strategy_roster
 
 
 ROSTERS = ("specialists", "single", "generic")
 GENERALIST = "generalist"
 
 
-def control_environment(env: Environment, roster: str) -> Environment:
+def control_environment(env: Environment, roster: str,
+                        strategy: str = "specialists") -> Environment:
     """`env` with the roster a campaign runs: its own specialists, or (`single`) one generalist
     that owns the whole editable surface and draws from every technique, or (`generic`) as many
-    copies of that generalist as the environment has specialists."""
+    copies of that generalist as the environment has specialists; with a search `strategy`,
+    that strategy alone, owning every knob of the search space."""
+    if strategy != "specialists":
+        return dataclasses.replace(env, specialists=(
+            Specialist(strategy, "every knob of the search space", env.editable),))
     if roster == "specialists":
         return env
     owns = "the whole recipe: " + "; ".join(s.owns for s in env.specialists)
@@ -31,9 +37,11 @@ def control_environment(env: Environment, roster: str) -> Environment:
 
 def default_roster(env: Environment, seed: int, llm: ClientSettings | None = None,
                    llm_specialists: tuple[str, ...] | None = None,
-                   max_repairs: int = 2) -> dict[str, Agent]:
+                   max_repairs: int = 2, strategy: str = "specialists") -> dict[str, Agent]:
     """One offline specialist per roster entry, with LLM ones in place of `llm_specialists`
-    (None: all of them) when `llm` is given."""
+    (None: all of them) when `llm` is given; or the search `strategy`'s one agent."""
+    if strategy != "specialists":
+        return strategy_roster(env, strategy, seed)
     roster = offline_roster(env, seed)
     if llm is not None:
         roster.update(llm_roster(env, llm, llm_specialists, max_repairs))

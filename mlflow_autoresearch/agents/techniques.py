@@ -18,6 +18,7 @@ from ..environment import Environment
 from ..errors import EnvironmentSpecError
 
 TECHNIQUES_FILE = "techniques.yaml"
+SEARCH_SPACE = "search_space"  # the knobs' types and ranges, for search strategies
 _EFFECTS = {"down", "same", "up"}
 _RELATIVE = re.compile(r"^\s*([+\-*])\s*([0-9.eE+\-]+)\s*$")
 
@@ -44,6 +45,8 @@ def load_techniques(env: Environment) -> dict[str, list[Technique]]:
     table: dict[str, list[Technique]] = {}
     problems = []
     for specialist, entries in raw.items():
+        if specialist == SEARCH_SPACE:
+            continue  # strategies/space.py reads it
         for i, e in enumerate(entries or []):
             where = f"{specialist}[{i}]"
             if not isinstance(e, dict) or not isinstance(e.get("set"), dict) or not e.get("name"):
