@@ -23,9 +23,10 @@ from pathlib import Path
 from . import lineage, tags
 from .agents import Agent, AgentContext, default_roster
 from .agents.roster import control_environment
+from .agents.turns import choose_turn
 from .agents.strategies import load_search_space
 from .agents.llm import ClientSettings, EndpointError
-from .environment import Environment, load_environment, with_confirm_seeds
+from .environment import Environment, Specialist, load_environment, with_confirm_seeds
 from .errors import HarnessError, ProposalError
 from .execution import CommandEvaluator, run_trial
 from .execution.process import reap
@@ -38,6 +39,7 @@ BASELINE = Proposal("baseline", "The unmodified recipe, measured as the baseline
                     expected_delta=0.0)
 MAX_ABORTS_IN_A_ROW = 3
 MAX_CHILDREN = 5000  # children read per trial: a resumed Optuna study's whole history
+TURN_HISTORY = 60    # recent trials the turn allocation reads
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,19 @@ class Campaign:
             self.echo(lineage.progress_line(trial, self.best))
             raise result.error
         return trial, result
+
+    def turn(self, roster: list[Specialist], number: int,
+             exhausted: set[str]) -> tuple[Specialist, str]:
+        """Who proposes trial `number`, and why: by payoff (`agents/turns.py`) among those not
+        exhausted; in turn order with lineage off, which reads no outcomes."""
+        able = [s for s in roster if s.name not in exhausted]
+        if self.settings.lineage != "on":
+            spec = roster[(number - 1) % len(roster)]
+            spec = spec if spec in able else able[0]
+            return spec, "turn order (lineage off: outcomes are not read)"
+        recent = self.store.recent(self.campaign_id, TURN_HISTORY)
+        name, why = choose_turn([s.name for s in able], recent)
+        return next(s for s in able if s.name == name), f"{name} has this turn: {why}."
 
     def view_for(self, specialist: str) -> lineage.LineageView:
         """The specialist's lineage, or with lineage off only the current best."""
@@ -269,11 +284,9 @@ def _loop(campaign: Campaign, agents: dict[str, Agent]) -> Summary:
             proposal = retries.pop(0)
             context = f"A re-run of {proposal.retry_of}, which the harness aborted."
         else:
-            spec = roster[(number - 1) % len(roster)]
-            if spec.name in exhausted:
-                spec = next(s for s in roster if s.name not in exhausted)
+            spec, why = campaign.turn(roster, number, exhausted)
             view = campaign.view_for(spec.name)
-            context = campaign.context_for(view, spec.name)
+            context = campaign.context_for(view, spec.name) + f"\n\n## Your turn\n\n{why}\n"
             ctx = AgentContext(env, spec, number, view, context,
                                lambda rid: store.load_recipe(rid, env.editable),
                                campaign.children_for)

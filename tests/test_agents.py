@@ -1,14 +1,19 @@
 """The offline specialist: real edits from the technique table, shaped by lineage."""
 
+import dataclasses
+import random
+
 import pytest
 
 from mlflow_autoresearch.agents import AgentContext, OfflineAgent, offline_roster
+from mlflow_autoresearch.agents.offline import ranked
+from mlflow_autoresearch.agents.turns import choose_turn
 from mlflow_autoresearch.agents.techniques import Technique, apply_technique
 from mlflow_autoresearch.diffs import diff_sha
 from mlflow_autoresearch.environment import load_environment
 from mlflow_autoresearch.errors import ProposalError
 from mlflow_autoresearch.lineage import LineageView
-from mlflow_autoresearch.records import Decision, FailureLabel, Trial
+from mlflow_autoresearch.records import Decision, Direction, FailureLabel, Trial
 from mlflow_autoresearch.execution.workspace import read_editable
 
 SRC = 'EPOCHS = {"tiny": 8, "real": 45}  # epochs\nLR = 9.0  # peak lr\nTTA = True\n'
@@ -86,3 +91,51 @@ def test_offline_agent_compensates_its_last_failure(env, label, effect):
     assert "LR = 0.3" in proposal.diff  # the failed edit is kept ...
     assert ("STEPS = 40" if effect == "cost" else "STEPS = 120") in proposal.diff  # ... and fixed
     assert "t0001" in proposal.hypothesis and "builds on failed trial" in proposal.notes
+
+
+def test_techniques_are_tried_by_prior_until_measured_and_failures_go_last(env):
+    table = [Technique("small", {"STEPS": "+1"}, "h", -0.01),
+             Technique("big", {"STEPS": "+2"}, "h", -0.5),
+             Technique("harmful", {"STEPS": "+3"}, "h", 0.2),
+             Technique("crashy", {"STEPS": "+4"}, "h", -0.9)]
+
+    def order(deltas, direction=Direction.MINIMIZE):
+        return [t.name for t in ranked(table, deltas, direction, random.Random(0))]
+
+    assert order({}) == ["crashy", "big", "small", "harmful"]  # the prior alone
+    assert order({}, Direction.MAXIMIZE) == ["harmful", "small", "big", "crashy"]
+    # measured: "crashy" failed, "small" was kept on another branch with a large gain
+    assert order({"crashy": None, "small": -0.7}) == ["small", "big", "harmful", "crashy"]
+
+
+def test_a_kept_technique_is_what_the_specialist_tries_first_on_the_new_best(env):
+    """A constructed lineage: the technique kept as t1 ranks first; the one that failed last."""
+    base = trial(0, "r0", decision=Decision.BASELINE, spec="baseline")
+    kept = dataclasses.replace(trial(1, "r1", parent="r0", decision=Decision.KEEP, spec="opt"),
+                               notes="offline technique 'lr_down'", delta_vs_best=-0.002)
+    failed = dataclasses.replace(trial(2, "r2", label="crash", parent="r1", spec="opt"),
+                                 notes="offline technique 'lr_up'")
+    view = LineageView(base, (kept, base), (base, kept), (failed,), (failed, kept), (failed, kept))
+    recipe = read_editable(env, env.root)
+    recipes = {"r0": recipe, "r1": {k: v.replace("LR = 0.1", "LR = 0.05") for k, v in recipe.items()}}
+    proposal = offline_roster(env, seed=0)["opt"].ask(_ctx(env, view, recipes, spec="opt"))
+    assert proposal.parent_id == "r1" and "lr_down" in proposal.notes
+    assert "LR = 0.025" in proposal.diff
+
+
+def test_turns_go_to_the_specialist_whose_trials_pay_with_a_floor():
+    def t(n, spec, decision=Decision.DISCARD):
+        return Trial(f"r{n}", n, spec, "h", "r0", "FINISHED", FailureLabel.OK, 1.0, decision)
+
+    names = ["a", "b", "c"]
+    assert choose_turn(names, [])[0] == "a"  # nobody has had a turn: the first in the roster
+    assert choose_turn(names, [t(2, "b"), t(1, "a")]) == ("c", "it has not had a turn yet")
+    # a kept twice in its last three, b and c never: a gets the turn while no one is starved
+    recent = [t(6, "a", Decision.KEEP), t(5, "c"), t(4, "b"), t(3, "a", Decision.KEEP),
+              t(2, "a")]
+    name, why = choose_turn(names, recent)
+    assert name == "a" and "2 keep(s) in its last 3 trials" in why
+    # b has waited six trials (twice the roster): the floor gives it the turn
+    recent = [t(9, "a", Decision.KEEP), t(8, "c"), t(7, "a", Decision.KEEP), t(6, "c"),
+              t(5, "a", Decision.KEEP), t(4, "c"), t(3, "b")]
+    assert choose_turn(names, recent) == ("b", "the floor: no turn in the last 6 trials")

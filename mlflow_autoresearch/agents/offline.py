@@ -4,22 +4,26 @@ An offline specialist owns a surface of the recipe and draws from the environmen
 table (`techniques.py`). It reads lineage like an LLM specialist would: it picks the best as
 parent (sometimes another kept trial), after its own budget overrun it stacks a cost cut on that
 edit, after a gate miss it stacks a compensation, and it never submits an edit already tried on
-the same parent (so a crashed edit is not resubmitted). Deterministic per seed.
+the same parent (so a crashed edit is not resubmitted). It tries its techniques most promising
+first (`ranked`): by the table's `expected_delta` until the campaign has measured one, failures
+last. Deterministic per seed.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from ..diffs import diff_sha, make_diff
 from ..environment import Environment
 from ..errors import ProposalError
-from ..records import FailureLabel, Proposal, Trial
+from ..records import Direction, FailureLabel, Proposal, Trial
 from .base import Agent, AgentContext
 from .techniques import TECHNIQUES_FILE, Technique, apply_technique, load_techniques
 
 OTHER_PARENT_ODDS = 0.2
+_TECHNIQUE = re.compile(r"offline technique '([^']+)'")  # in the notes of every offline trial
 
 
 @dataclass
@@ -91,7 +95,7 @@ class OfflineAgent:
         # A harness fault does not count as an idea tried (paper section 4).
         tried = {c.diff_sha for c in ctx.children(parent.run_id)
                  if c.label is not FailureLabel.HARNESS_ABORT}
-        for technique in rng.sample(techniques, len(techniques)):
+        for technique in ranked(techniques, measured(ctx, self.name), ctx.env.direction, rng):
             try:
                 files, changes = apply_technique(start, ctx.specialist.edits, technique,
                                                  ctx.env.profile)
@@ -105,6 +109,35 @@ class OfflineAgent:
             return Proposal(self.name, hypothesis, diff, parent.run_id,
                             technique.expected_delta, notes)
         return None
+
+
+def measured(ctx: AgentContext, name: str) -> dict[str, float | None]:
+    """What the campaign measured of each of `name`'s techniques, from the trials it can see
+    (newest wins): its delta against the best at record time, or None when it failed."""
+    found: dict[str, float | None] = {}
+    seen = (*ctx.view.best_children, *ctx.view.mine, *ctx.view.recent)
+    for t in seen:
+        match = _TECHNIQUE.match(t.notes)
+        if t.specialist != name or not match or match.group(1) in found:
+            continue
+        if t.label is FailureLabel.OK:
+            found[match.group(1)] = t.delta_vs_best if t.delta_vs_best is not None else 0.0
+        elif t.label is not FailureLabel.HARNESS_ABORT:
+            found[match.group(1)] = None
+    return found
+
+
+def ranked(techniques: list[Technique], deltas: dict[str, float | None], direction: Direction,
+           rng: random.Random) -> list[Technique]:
+    """Most promising first: the measured delta where the campaign has one, else the table's
+    `expected_delta` (the prior); techniques that failed go last; the seeded `rng` breaks ties."""
+    sign = 1.0 if direction is Direction.MINIMIZE else -1.0
+
+    def key(t: Technique) -> tuple[bool, float, float]:
+        delta = deltas.get(t.name, t.expected_delta)
+        failed = t.name in deltas and delta is None
+        return failed, 0.0 if failed else sign * delta, rng.random()
+    return sorted(techniques, key=key)
 
 
 def offline_roster(env: Environment, seed: int) -> dict[str, Agent]:
