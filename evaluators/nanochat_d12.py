@@ -52,7 +52,8 @@ from _common import (  # noqa: E402  (the path above makes this work from any cw
 )
 import _lm  # noqa: E402
 
-PROFILES = ("tiny", "real")
+PROFILES = ("tiny", "real", "search")  # search: the tiny data, a shorter run
+CPU_PROFILES = ("tiny", "search")
 GATES = ("depth",)  # the gates this evaluator checks
 RECIPE = "recipe/base_train.py"
 CHECKPOINT = "model.pt"
@@ -182,7 +183,7 @@ def prepare_real(data_dir: Path, public: Path, private: Path) -> dict:
 def prepare(profile: str, data_dir: Path) -> None:
     """Build the profile's data under `data_dir` unless an identical build is already there."""
     build_once(data_dir, profile, FORMAT, lambda public, private: prepare_tiny(public, private)
-               if profile == "tiny" else prepare_real(data_dir, public, private))
+               if profile in CPU_PROFILES else prepare_real(data_dir, public, private))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -291,7 +292,7 @@ def child_main(argv: list[str]) -> int:
     import sentencepiece as spm
 
     recipe, profile, checkpoint, tokenizer, bundle, val_path, out = argv
-    settings = TINY if profile == "tiny" else REAL
+    settings = TINY if profile in CPU_PROFILES else REAL
     module = _lm.load_module(Path(recipe), "trial_recipe")
     model = module.load_checkpoint(Path(checkpoint), profile)
     sp = spm.SentencePieceProcessor(model_file=tokenizer)

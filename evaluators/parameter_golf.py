@@ -49,7 +49,8 @@ from _common import (  # noqa: E402  (the path above makes this work from any cw
 )
 import _lm  # noqa: E402
 
-PROFILES = ("tiny", "real")
+PROFILES = ("tiny", "real", "search")  # search: the tiny data, a shorter run
+CPU_PROFILES = ("tiny", "search")
 GATES = ()  # no quality gate: size, budgets and legality probes decide
 RECIPE = "recipe/train_gpt.py"
 ARTIFACT = "model.ptz"
@@ -127,7 +128,7 @@ def link(source: Path, target: Path) -> None:
 def prepare(profile: str, data_dir: Path) -> None:
     """Build the profile's data under `data_dir` unless an identical build is already there."""
     build_once(data_dir, profile, FORMAT, lambda public, private: prepare_tiny(public, private)
-               if profile == "tiny" else prepare_real(data_dir, public, private),
+               if profile in CPU_PROFILES else prepare_real(data_dir, public, private),
                ["private/fineweb_val_000000.bin"])
 
 
@@ -279,7 +280,7 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
     tokens_path.parent.mkdir(parents=True, exist_ok=True)
     np.save(tokens_path, tokens)
     n_bytes = _lm.target_bytes(tokens, tables)
-    probe_tokens = TINY["probe_tokens"] if profile == "tiny" else REAL_PROBE_TOKENS
+    probe_tokens = TINY["probe_tokens"] if profile in CPU_PROFILES else REAL_PROBE_TOKENS
     code_bytes = (workspace / RECIPE).stat().st_size
     cap = harness.budgets.get("artifact_bytes")
     eval_budget = harness.budgets.get("eval_seconds", float("inf"))

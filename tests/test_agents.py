@@ -139,3 +139,20 @@ def test_turns_go_to_the_specialist_whose_trials_pay_with_a_floor():
     recent = [t(9, "a", Decision.KEEP), t(8, "c"), t(7, "a", Decision.KEEP), t(6, "c"),
               t(5, "a", Decision.KEEP), t(4, "c"), t(3, "b")]
     assert choose_turn(names, recent) == ("b", "the floor: no turn in the last 6 trials")
+
+
+def test_a_kept_trial_that_cannot_win_is_never_a_parent(env):
+    """Best 1.0; a keep at 1.00005 is within the margin (1e-4); one at 1.5 and the baseline
+    at 2.0 are not."""
+    base = dataclasses.replace(trial(0, "r0", decision=Decision.BASELINE, spec="baseline"),
+                               score=2.0)
+    far = dataclasses.replace(trial(1, "r1", parent="r0", decision=Decision.KEEP), score=1.5)
+    near = dataclasses.replace(trial(2, "r2", parent="r0", decision=Decision.KEEP),
+                               score=1.00005)
+    best = dataclasses.replace(trial(3, "r3", parent="r0", decision=Decision.KEEP), score=1.0)
+    view = LineageView(base, (best, near, far, base), (base, best), (), (), ())
+    recipe = read_editable(env, env.root)
+    recipes = {r: recipe for r in ("r0", "r1", "r2", "r3")}
+    agent = offline_roster(env, seed=0)["sched"]
+    parents = {agent.ask(_ctx(env, view, recipes, number=n)).parent_id for n in range(1, 40)}
+    assert parents == {"r3", "r2"}

@@ -41,11 +41,11 @@ def test_each_label_airbench_can_produce(tmp_path):
     env_dir = copy_env(ROOT / "projects" / "airbench96", tmp_path / "envs", ROOT / "evaluators",
                        budgets={"train_seconds": 15, "eval_seconds": 60})
     evaluator = tmp_path / "envs" / "evaluators" / "airbench96.py"
-    knobs = 'EPOCHS = {"tiny": 8, "real": 45}'
+    knobs = 'EPOCHS = {"tiny": 8, "real": 45, "search": 8}'
     script = [
         ("crash", replace_in(RECIPE, knobs, knobs + "\nimport math; math.sqrt(-1)")),
         ("hang", replace_in(RECIPE, knobs, knobs + "\nimport time; time.sleep(3600)")),
-        ("one epoch", replace_in(RECIPE, knobs, 'EPOCHS = {"tiny": 1, "real": 45}')),
+        ("one epoch", replace_in(RECIPE, knobs, knobs.replace('"tiny": 8', '"tiny": 1'))),
         ("stale", "--- a/recipe/airbench96.py\n+++ b/recipe/airbench96.py\n"
                   "@@ -1 +1 @@\n-not the first line\n+x\n"),
         ("evaluator", "--- a/../evaluators/airbench96.py\n+++ b/../evaluators/airbench96.py\n"

@@ -20,8 +20,8 @@ from support import ROOT, cli_campaign, copy_env, mlflow_run_project
 
 ENV = ROOT / "projects" / "nanochat_d12"
 RECIPE = "recipe/base_train.py"
-SHIPPED_RATIO = 'TARGET_PARAM_DATA_RATIO = {"tiny": 0.5, "real": 12}'
-SHORT_RATIO = 'TARGET_PARAM_DATA_RATIO = {"tiny": 0.1, "real": 12}'
+SHIPPED_RATIO = 'TARGET_PARAM_DATA_RATIO = {"tiny": 0.5,'
+SHORT_RATIO = 'TARGET_PARAM_DATA_RATIO = {"tiny": 0.1,'
 TASKS = ("next_line", "line_schema", "closing_char", "last_word")
 
 
@@ -58,7 +58,7 @@ def test_mlflow_run_of_the_project_logs_its_evaluation(tmp_path):
 
 def test_loop_labels_each_failure(tmp_path):
     env_dir = short_env(tmp_path, train_seconds=30, eval_seconds=20)
-    knobs = 'DEPTH = {"tiny": 2, "real": 12}  # transformer blocks'
+    knobs = 'DEPTH = {"tiny": 2, "real": 12, "search": 2}  # transformer blocks'
     main = "    args = parse_args(argv)\n"
     load = "    doc = torch.load(path, map_location=\"cpu\", weights_only=True)\n"
     script = [

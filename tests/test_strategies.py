@@ -109,3 +109,10 @@ def test_a_strategy_cannot_be_mixed_with_a_roster_control(toy_env, store, tmp_pa
     result = CliRunner().invoke(main, ["run", str(toy_env), "--strategy", "random", "--roster",
                                        "single", "--tracking-uri", store])
     assert result.exit_code == 2 and "without --specialists, --roster and --lineage" in result.output
+
+
+@pytest.mark.parametrize("environment", ["airbench96", "parameter_golf", "nanochat_d12"])
+@pytest.mark.parametrize("profile", ["tiny", "search"])
+def test_the_shipped_search_spaces_hold_their_recipes(environment, profile):
+    knobs = load_search_space(load_environment(environment, profile))
+    assert len(knobs) >= 4 and all(k.kind in ("float", "int", "categorical") for k in knobs)

@@ -2,7 +2,7 @@
 
 An offline specialist owns a surface of the recipe and draws from the environment's technique
 table (`techniques.py`). It reads lineage like an LLM specialist would: it picks the best as
-parent (sometimes another kept trial), after its own budget overrun it stacks a cost cut on that
+parent (sometimes another kept trial within the keep margin of it), after its own budget overrun it stacks a cost cut on that
 edit, after a gate miss it stacks a compensation, and it never submits an edit already tried on
 the same parent (so a crashed edit is not resubmitted). It tries its techniques most promising
 first (`ranked`): by the table's `expected_delta` until the campaign has measured one, failures
@@ -52,8 +52,14 @@ class OfflineAgent:
         """Nothing to update: the next turn reads this trial back from the lineage."""
 
     def _parents(self, ctx: AgentContext, rng: random.Random) -> list[Trial]:
-        """Best first, or with some odds another kept trial first; then the rest as fallbacks."""
+        """The best, and the kept trials that could still win (within the keep margin of it):
+        the best first, or with some odds one of the others. A kept trial further behind is
+        never a parent: an edit on it would have to gain its whole gap before it counted."""
         kept = list(ctx.view.leaderboard) or ([ctx.view.baseline] if ctx.view.baseline else [])
+        if kept and kept[0].score is not None:
+            env = ctx.env
+            kept = [kept[0]] + [t for t in kept[1:] if t.score is not None and not
+                                env.direction.better(kept[0].score, t.score, env.min_delta)]
         if len(kept) > 1 and rng.random() < OTHER_PARENT_ODDS:
             kept.insert(0, kept.pop(rng.randrange(1, len(kept))))
         return kept

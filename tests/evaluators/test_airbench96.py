@@ -492,7 +492,7 @@ def test_knobs_are_one_line_literals_with_comments(recipe):
         assert match, f"not `NAME = literal  # comment`: {line}"
         value = ast.literal_eval(match["value"])
         if isinstance(value, dict):
-            assert set(value) == {"tiny", "real"}, name
+            assert set(value) == {"tiny", "real", "search"}, name
 
 
 def apply_change(current, change):
@@ -506,6 +506,7 @@ def apply_change(current, change):
 
 def test_techniques_name_existing_knobs_and_apply_cleanly(recipe):
     table = yaml.safe_load((AIRBENCH / "techniques.yaml").read_text())
+    table.pop("search_space")  # the strategies' knob ranges (tests/test_strategies.py)
     assert set(table) == {"arch", "opt", "aug", "loss", "reg"}
     knobs = knob_lines()
     names = [entry["name"] for entries in table.values() for entry in entries]
@@ -521,7 +522,7 @@ def test_techniques_name_existing_knobs_and_apply_cleanly(recipe):
             for knob, change in entry["set"].items():
                 assert knob in knobs, f"{entry['name']}: no knob {knob}"
                 value = ast.literal_eval(KNOB_LINE.match(knobs[knob])["value"])
-                for profile in ("tiny", "real"):
+                for profile in ("tiny", "real", "search"):
                     current = value[profile] if isinstance(value, dict) else value
                     new = apply_change(current, change)
                     assert ast.literal_eval(repr(new)) == new

@@ -56,9 +56,9 @@ from torch import Tensor, nn
 # from environments.md 5.5.
 # =================================================================================================
 # Network
-WIDTH1 = {"tiny": 32, "real": 128}  # channels of ConvGroup 1
-WIDTH2 = {"tiny": 64, "real": 384}  # channels of ConvGroup 2
-WIDTH3 = {"tiny": 64, "real": 512}  # channels of ConvGroup 3
+WIDTH1 = {"tiny": 32, "real": 128, "search": 32}  # channels of ConvGroup 1
+WIDTH2 = {"tiny": 64, "real": 384, "search": 64}  # channels of ConvGroup 2
+WIDTH3 = {"tiny": 64, "real": 512, "search": 64}  # channels of ConvGroup 3
 DEPTH = 3  # convs per ConvGroup: 3 adds a residual around the last two, 2 has none
 HEAD_SCALE = 0.1111  # logit multiplier after the linear head (upstream 1/9)
 WHITEN_KERNEL = 2  # side of the whitening patches; the conv has 2*C*k*k output channels
@@ -66,41 +66,41 @@ WHITEN_EPS = 0.0005  # added to patch-covariance eigenvalues before the inverse 
 WHITEN_IMAGES = 5000  # training images whose patches define the whitening filters
 WHITEN_BIAS_EPOCHS = 3  # epochs the whitening bias trains before it is frozen
 # Proxy filtering
-PROXY_WIDTH1 = {"tiny": 8, "real": 32}  # channels of the proxy's ConvGroup 1
-PROXY_WIDTH2 = {"tiny": 16, "real": 64}  # channels of the proxy's ConvGroup 2
-PROXY_WIDTH3 = {"tiny": 16, "real": 64}  # channels of the proxy's ConvGroup 3
+PROXY_WIDTH1 = {"tiny": 8, "real": 32, "search": 8}  # channels of the proxy's ConvGroup 1
+PROXY_WIDTH2 = {"tiny": 16, "real": 64, "search": 16}  # channels of the proxy's ConvGroup 2
+PROXY_WIDTH3 = {"tiny": 16, "real": 64, "search": 16}  # channels of the proxy's ConvGroup 3
 PROXY_DEPTH = 2  # convs per proxy ConvGroup
 PROXY_TRAIN_EVERY = 4  # the proxy takes an optimizer step every this many batches
-BATCH_SIZE = {"tiny": 128, "real": 1024}  # examples the proxy ranks per step
-BATCH_KEEP = {"tiny": 64, "real": 512}  # hardest examples trained on; = BATCH_SIZE: no proxy
+BATCH_SIZE = {"tiny": 128, "real": 1024, "search": 128}  # examples the proxy ranks per step
+BATCH_KEEP = {"tiny": 64, "real": 512, "search": 64}  # hardest examples trained on; = BATCH_SIZE: no proxy
 # Optimizer
-LR = {"tiny": 55.0, "real": 9.0}  # per 1,024 examples, momentum-decoupled; tiny: 80 steps
+LR = {"tiny": 55.0, "real": 9.0, "search": 55.0}  # per 1,024 examples, momentum-decoupled; tiny: 80 steps
 MOMENTUM = 0.85  # Nesterov momentum
 WEIGHT_DECAY = 0.012  # weight decay per 1,024 examples, decoupled from the learning rate
 BIAS_LR_SCALE = 64.0  # BN-bias learning-rate multiplier (weight decay is not scaled)
 LABEL_SMOOTHING = 0.2  # cross-entropy label smoothing
 # Schedule
-EPOCHS = {"tiny": 8, "real": 45}  # passes over the training set (fractions allowed)
+EPOCHS = {"tiny": 8, "real": 45, "search": 8}  # passes over the training set (fractions allowed)
 WARMUP = 0.1  # fraction of steps with a linear LR warmup
 WARMUP_START = 0.2  # LR multiplier at step 0
 LOOKAHEAD_EVERY = 5  # steps between Lookahead syncs; 0 = off
 LOOKAHEAD_DECAY = 0.95  # slow-copy decay per step; a sync uses decay**EVERY * (t/T)**3
 # Augmentation and evaluation
 FLIP = True  # alternating flip, used only when meta.json says mirror_symmetric
-TRANSLATE = {"tiny": 2, "real": 4}  # maximum random shift in pixels (reflect padding); 0 = off
-CUTOUT = {"tiny": 4, "real": 12}  # side of the zeroed square in pixels; 0 = off
+TRANSLATE = {"tiny": 2, "real": 4, "search": 2}  # maximum random shift in pixels (reflect padding); 0 = off
+CUTOUT = {"tiny": 4, "real": 12, "search": 4}  # side of the zeroed square in pixels; 0 = off
 TTA_LEVEL = 2  # 0 plain, 1 + mirror (symmetric data only), 2 + two 1-px shifted views
 EVAL_EVERY = 1  # epochs between progress evaluations (upstream: every epoch); 0 = never
 # Systems
-DEVICE = {"tiny": "cpu", "real": "cuda"}  # torch device
-DTYPE = {"tiny": "float32", "real": "float16"}  # network and data dtype; BN always runs in float32
+DEVICE = {"tiny": "cpu", "real": "cuda", "search": "cpu"}  # torch device
+DTYPE = {"tiny": "float32", "real": "float16", "search": "float32"}  # network and data dtype; BN always runs in float32
 CHANNELS_LAST = True  # NHWC memory format for convs (faster on CPU oneDNN too)
-COMPILE = {"tiny": False, "real": True}  # torch.compile(mode="max-autotune") both networks
-THREADS = {"tiny": 1, "real": 0}  # torch CPU threads, 0 = default (1 beats 2 on 2 vCPUs)
+COMPILE = {"tiny": False, "real": True, "search": False}  # torch.compile(mode="max-autotune") both networks
+THREADS = {"tiny": 1, "real": 0, "search": 1}  # torch CPU threads, 0 = default (1 beats 2 on 2 vCPUs)
 # =================================================================================================
 
 KNOB_NAMES = tuple(name for name in list(globals()) if name.isupper())
-PROFILES = ("tiny", "real")
+PROFILES = ("tiny", "real", "search")
 EVAL_CHUNK = 2000  # images per forward pass at evaluation time
 
 

@@ -47,13 +47,13 @@ from torch import Tensor, nn
 # sizes follow environments.md 5.4.
 # =================================================================================================
 # Architecture (DEPTH is fixed by the evaluator's depth gate)
-DEPTH = {"tiny": 2, "real": 12}  # transformer blocks
+DEPTH = {"tiny": 2, "real": 12, "search": 2}  # transformer blocks
 ASPECT_RATIO = 64  # model width = DEPTH * ASPECT_RATIO, rounded up to a multiple of HEAD_DIM
-HEAD_DIM = {"tiny": 64, "real": 128}  # channels per attention head
+HEAD_DIM = {"tiny": 64, "real": 128, "search": 64}  # channels per attention head
 KV_HEAD_RATIO = 1  # query heads per key/value head (1 = no GQA)
-MAX_SEQ_LEN = {"tiny": 128, "real": 2048}  # training context
-WINDOW_PATTERN = {"tiny": "SL", "real": "SSSL"}  # S = sliding window, L = full; tiled, last layer L
-SHORT_WINDOW = {"tiny": 32, "real": 512}  # tokens an S layer attends to
+MAX_SEQ_LEN = {"tiny": 128, "real": 2048, "search": 128}  # training context
+WINDOW_PATTERN = {"tiny": "SL", "real": "SSSL", "search": "SL"}  # S = sliding window, L = full; tiled, last layer L
+SHORT_WINDOW = {"tiny": 32, "real": 512, "search": 32}  # tokens an S layer attends to
 ROPE_BASE = 100000.0  # rotary frequency base
 QK_SCALE = 1.2  # multiplier on q and k after QK-norm
 LOGIT_SOFTCAP = 15.0  # tanh softcap on the logits
@@ -68,28 +68,28 @@ ADAM_BETA2 = 0.95  # AdamW beta2
 WEIGHT_DECAY = 0.28  # Muon weight decay at step 0; decays to 0 with a cosine
 MUON_NS_STEPS = 5  # Newton-Schulz iterations per Muon update
 # Schedule
-TARGET_PARAM_DATA_RATIO = {"tiny": 0.5, "real": 12}  # training tokens per scaling parameter
-TOTAL_BATCH_TOKENS = {"tiny": 2048, "real": 524288}  # tokens per optimizer step over all ranks
-DEVICE_BATCH = {"tiny": 16, "real": 32}  # sequences per forward pass per rank
-WARMUP_STEPS = {"tiny": 10, "real": 40}  # linear LR warmup
+TARGET_PARAM_DATA_RATIO = {"tiny": 0.5, "real": 12, "search": 0.1}  # training tokens per scaling parameter
+TOTAL_BATCH_TOKENS = {"tiny": 2048, "real": 524288, "search": 2048}  # tokens per optimizer step over all ranks
+DEVICE_BATCH = {"tiny": 16, "real": 32, "search": 16}  # sequences per forward pass per rank
+WARMUP_STEPS = {"tiny": 10, "real": 40, "search": 2}  # linear LR warmup
 WARMDOWN_RATIO = 0.65  # final fraction of steps with a linear LR warmdown
 FINAL_LR_FRAC = 0.05  # LR multiplier at the last step
 MOMENTUM_START = 0.85  # Muon momentum at step 0
 MOMENTUM_PEAK = 0.97  # Muon momentum after MOMENTUM_WARMUP_STEPS
-MOMENTUM_WARMUP_STEPS = {"tiny": 50, "real": 400}  # steps to reach MOMENTUM_PEAK
+MOMENTUM_WARMUP_STEPS = {"tiny": 50, "real": 400, "search": 10}  # steps to reach MOMENTUM_PEAK
 MOMENTUM_WARMDOWN = 0.90  # Muon momentum during the LR warmdown
 # Data
 DOC_ALIGNED = True  # start every training row at a document's BOS (else anywhere in the stream)
 # Systems
 ATTENTION_BACKEND = "sdpa"  # "sdpa": torch SDPA (windows need a bool mask: slow path); "triton": kernels/
-COMPUTE_DTYPE = {"tiny": "float32", "real": "bfloat16"}  # autocast dtype of the forward on CUDA
-DEVICE = {"tiny": "cpu", "real": "cuda"}  # torch device
-THREADS = {"tiny": 1, "real": 0}  # torch CPU threads; 0 = torch's default
-LOG_EVERY = {"tiny": 50, "real": 100}  # steps between training-loss lines
+COMPUTE_DTYPE = {"tiny": "float32", "real": "bfloat16", "search": "float32"}  # autocast dtype of the forward on CUDA
+DEVICE = {"tiny": "cpu", "real": "cuda", "search": "cpu"}  # torch device
+THREADS = {"tiny": 1, "real": 0, "search": 1}  # torch CPU threads; 0 = torch's default
+LOG_EVERY = {"tiny": 50, "real": 100, "search": 50}  # steps between training-loss lines
 # =================================================================================================
 
 KNOB_NAMES = tuple(name for name in list(globals()) if name.isupper())
-PROFILES = ("tiny", "real")
+PROFILES = ("tiny", "real", "search")
 CHECKPOINT = "model.pt"
 ARCH_KNOBS = ("depth", "aspect_ratio", "head_dim", "kv_head_ratio", "max_seq_len",
               "window_pattern", "short_window", "rope_base", "qk_scale", "logit_softcap",

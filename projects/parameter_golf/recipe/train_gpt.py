@@ -52,13 +52,13 @@ from torch import Tensor, nn
 # environments.md 5.3.
 # =================================================================================================
 # Architecture
-NUM_LAYERS = {"tiny": 4, "real": 9}  # transformer blocks; the first half feed U-Net skips to the second
-MODEL_DIM = {"tiny": 64, "real": 512}  # residual width
-NUM_HEADS = {"tiny": 4, "real": 8}  # query heads
-NUM_KV_HEADS = {"tiny": 2, "real": 4}  # key/value heads (grouped-query attention)
+NUM_LAYERS = {"tiny": 4, "real": 9, "search": 4}  # transformer blocks; the first half feed U-Net skips to the second
+MODEL_DIM = {"tiny": 64, "real": 512, "search": 64}  # residual width
+NUM_HEADS = {"tiny": 4, "real": 8, "search": 4}  # query heads
+NUM_KV_HEADS = {"tiny": 2, "real": 4, "search": 2}  # key/value heads (grouped-query attention)
 MLP_MULT = 2  # MLP hidden width = MLP_MULT * MODEL_DIM
 ACTIVATION = "relu2"  # relu2 = relu(x)^2; leaky2 = leaky_relu(x, 0.5)^2
-ROPE_DIMS = {"tiny": 16, "real": 64}  # rotary dimensions per head (the rest carry no position)
+ROPE_DIMS = {"tiny": 16, "real": 64, "search": 16}  # rotary dimensions per head (the rest carry no position)
 ROPE_BASE = 10000.0  # rotary frequency base
 QK_GAIN_INIT = 1.5  # initial per-head query gain after QK-norm
 LOGIT_SOFTCAP = 30.0  # tanh softcap on the output logits
@@ -79,12 +79,12 @@ MUON_NS_STEPS = 5  # Newton-Schulz iterations per Muon update
 MUON_WEIGHT_DECAY = 0.0  # decoupled weight decay on Muon matrices (times the LR)
 GRAD_CLIP = 0.0  # global gradient-norm clip; 0 = off
 # Schedule and batch
-ITERATIONS = {"tiny": 200, "real": 20000}  # optimizer steps (an upper bound when the wall clock caps)
-MAX_WALLCLOCK_SECONDS = {"tiny": 0.0, "real": 590.0}  # stop training here; 0 = step-based schedule
-WARMDOWN_FRAC = {"tiny": 0.4, "real": 0.09}  # final fraction of steps (or wall time) the LR decays to 0
+ITERATIONS = {"tiny": 200, "real": 20000, "search": 40}  # optimizer steps (an upper bound when the wall clock caps)
+MAX_WALLCLOCK_SECONDS = {"tiny": 0.0, "real": 590.0, "search": 0.0}  # stop training here; 0 = step-based schedule
+WARMDOWN_FRAC = {"tiny": 0.4, "real": 0.09, "search": 0.4}  # final fraction of steps (or wall time) the LR decays to 0
 WARMDOWN_SHAPE = "linear"  # linear or cosine
-TRAIN_SEQ_LEN = {"tiny": 128, "real": 1024}  # tokens per training sequence
-TRAIN_BATCH_TOKENS = {"tiny": 2048, "real": 524288}  # tokens per optimizer step, over all ranks
+TRAIN_SEQ_LEN = {"tiny": 128, "real": 1024, "search": 128}  # tokens per training sequence
+TRAIN_BATCH_TOKENS = {"tiny": 2048, "real": 524288, "search": 2048}  # tokens per optimizer step, over all ranks
 DATA_ORDER = "random"  # random = random contiguous windows; sequential = one pass through the stream
 # Loss and regularisation
 POSITION_WEIGHT = 0.0  # CE weight runs from 1 - w to 1 + w along each sequence; 0 = uniform
@@ -94,25 +94,25 @@ EMA_DECAY = 0.0  # exponential moving average of the weights, exported instead; 
 MATRIX_BITS = 8  # bits per weight of quantized block matrices (int8 = 8, int6 = 6)
 EMBED_BITS = 8  # bits per weight of the quantized tied embedding
 CLIP_PERCENTILE = 99.99984  # per-row clip at this percentile of |w| before quantizing
-KEEP_FLOAT_NUMEL = {"tiny": 1024, "real": 65536}  # tensors this small stay fp16
+KEEP_FLOAT_NUMEL = {"tiny": 1024, "real": 65536, "search": 1024}  # tensors this small stay fp16
 COMPRESSOR = "zlib"  # zlib, lzma or bz2
 # Evaluation (what the evaluator asks score_stream to do)
-EVAL_SEQ_LEN = {"tiny": 128, "real": 1024}  # context of each scoring window
-EVAL_STRIDE = {"tiny": 64, "real": 64}  # new targets per window; = EVAL_SEQ_LEN is non-overlapping
-EVAL_BATCH = {"tiny": 64, "real": 256}  # windows per forward pass
-TTT_ENABLED = True  # score-first test-time training on already scored validation chunks
-TTT_CHUNK_TOKENS = {"tiny": 4096, "real": 32768}  # tokens scored before each adaptation
+EVAL_SEQ_LEN = {"tiny": 128, "real": 1024, "search": 128}  # context of each scoring window
+EVAL_STRIDE = {"tiny": 64, "real": 64, "search": 64}  # new targets per window; = EVAL_SEQ_LEN is non-overlapping
+EVAL_BATCH = {"tiny": 64, "real": 256, "search": 64}  # windows per forward pass
+TTT_ENABLED = {"tiny": True, "real": True, "search": False}  # score-first test-time training on already scored validation chunks
+TTT_CHUNK_TOKENS = {"tiny": 4096, "real": 32768, "search": 4096}  # tokens scored before each adaptation
 TTT_LR = 0.002  # SGD learning rate of test-time training
 TTT_MOMENTUM = 0.9  # SGD momentum of test-time training
 TTT_EPOCHS = 1  # passes over each chunk
 # Systems
-DEVICE = {"tiny": "cpu", "real": "cuda"}  # torch device
-THREADS = {"tiny": 1, "real": 0}  # torch CPU threads; 0 = torch's default
-LOG_EVERY = {"tiny": 50, "real": 200}  # steps between training-loss lines
+DEVICE = {"tiny": "cpu", "real": "cuda", "search": "cpu"}  # torch device
+THREADS = {"tiny": 1, "real": 0, "search": 1}  # torch CPU threads; 0 = torch's default
+LOG_EVERY = {"tiny": 50, "real": 200, "search": 50}  # steps between training-loss lines
 # =================================================================================================
 
 KNOB_NAMES = tuple(name for name in list(globals()) if name.isupper())
-PROFILES = ("tiny", "real")
+PROFILES = ("tiny", "real", "search")
 SHARD_MAGIC, SHARD_VERSION, HEADER_INTS = 20240520, 1, 256
 ARTIFACT = "model.ptz"
 
