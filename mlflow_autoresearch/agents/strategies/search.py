@@ -108,7 +108,7 @@ class OptunaSearch:
 
     def tell(self, trial: Trial) -> None:
         """Tell Optuna how the trial ended: its score, or failed. A harness fault is not the
-        recipe's doing, so its point is withdrawn and asked again later."""
+        recipe's doing and is not told: the retry of the same diff is."""
         if trial.label is FailureLabel.HARNESS_ABORT or trial.diff_sha not in self.pending:
             return  # a retry of the same diff will be told
         asked = self.pending.pop(trial.diff_sha)
