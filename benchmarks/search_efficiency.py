@@ -81,7 +81,7 @@ def run_arm(env: str, profile: str, arm: str, seed: int, trials: int, uri: str,
     curve, best, labels, keeps = [], None, {}, 0
     for t in trials_run:
         labels[t.verdict] = labels.get(t.verdict, 0) + 1
-        if t.decision in (Decision.BASELINE, Decision.KEEP):
+        if t.is_kept:
             keeps += t.decision is Decision.KEEP
             if best is None or direction.better(t.score, best):
                 best = t.score

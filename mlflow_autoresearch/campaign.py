@@ -32,7 +32,7 @@ from .execution import CommandEvaluator, run_trial
 from .execution.process import reap
 from .execution.sandbox import BWRAP, for_environment
 from .execution.sandbox import choose as choose_sandbox
-from .records import Decision, FailureLabel, Outcome, Proposal, Trial, TrialResult
+from .records import KEPT, Decision, FailureLabel, Outcome, Proposal, Trial, TrialResult
 from .store import Lease, MlflowStore, TrialStore
 
 BASELINE = Proposal("baseline", "The unmodified recipe, measured as the baseline.", "", None,
@@ -121,7 +121,7 @@ class Campaign:
                            lambda group: self.store.record_processes(run_id, group.marker),
                            self.settings.keep_run_dirs,
                            lambda outcome: decide(self.env, outcome, best, is_baseline)[0]
-                           in (Decision.BASELINE, Decision.KEEP))
+                           in KEPT)
         tampered = self.store.find_tampering(run_id)
         if tampered and result.outcome.label is not FailureLabel.HARNESS_ABORT:
             result = dataclasses.replace(result, outcome=Outcome(

@@ -58,6 +58,8 @@ class Direction(str, enum.Enum):
         return a < b - margin if self is Direction.MINIMIZE else a > b + margin
 
 
+KEPT = (Decision.BASELINE, Decision.KEEP)  # decisions that make a trial a parent and a best
+
 EXCERPT_CHARS = 2000
 
 
@@ -151,7 +153,7 @@ class Trial:
 
     @property
     def is_kept(self) -> bool:
-        return self.decision in (Decision.BASELINE, Decision.KEEP)
+        return self.decision in KEPT
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 An offline specialist owns a surface of the recipe and draws from the environment's technique
 table (`techniques.py`). It reads lineage like an LLM specialist would: it picks the best as
-parent (sometimes another kept trial within the keep margin of it), after its own budget overrun it stacks a cost cut on that
-edit, after a gate miss it stacks a compensation, and it never submits an edit already tried on
-the same parent (so a crashed edit is not resubmitted). It tries its techniques most promising
+parent (sometimes another kept trial within the keep margin of it), after its own budget
+overrun it stacks a cost cut on that edit, after a gate miss it stacks a compensation, and it
+never submits an edit already tried on the same parent (so a crashed edit is not resubmitted). It tries its techniques most promising
 first (`ranked`): by the table's `expected_delta` until the campaign has measured one, failures
 last. Deterministic per seed.
 """

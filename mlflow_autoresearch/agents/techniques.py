@@ -67,6 +67,16 @@ def load_techniques(env: Environment) -> dict[str, list[Technique]]:
     return table
 
 
+def find_knob(files: dict[str, str], paths: tuple[str, ...], knob: str) -> tuple[str, re.Match]:
+    """(the file, the match) of knob line `NAME = <literal>  # comment` in one of `paths`:
+    group 1 is the literal. Raises KeyError for a missing knob."""
+    for rel in paths:
+        match = re.search(rf"^{re.escape(knob)}\s*=\s*(.*?)(\s*#.*)?$", files[rel], re.M)
+        if match:
+            return rel, match
+    raise KeyError(f"knob {knob} not found in {', '.join(paths)}")
+
+
 def apply_technique(files: dict[str, str], paths: tuple[str, ...], technique: Technique,
                     profile: str) -> tuple[dict[str, str], list[str]]:
     """Apply a technique's knob changes; returns the new files and `KNOB old->new` notes.
@@ -77,12 +87,7 @@ def apply_technique(files: dict[str, str], paths: tuple[str, ...], technique: Te
     out = dict(files)
     notes = []
     for knob, change in technique.changes.items():
-        for rel in paths:
-            match = re.search(rf"^{re.escape(knob)}\s*=\s*(.*?)(\s*#.*)?$", out[rel], re.M)
-            if match:
-                break
-        else:
-            raise KeyError(f"knob {knob} not found in {', '.join(paths)}")
+        rel, match = find_knob(out, paths, knob)
         literal = match.group(1)
         value = ast.literal_eval(literal)
         if isinstance(value, dict):

@@ -35,7 +35,8 @@ from ..diffs import diff_lines, diff_sha
 from ..environment import Environment
 from ..errors import AutoresearchError, StoreError
 from ..lineage import SATURATION_WINDOW, LineageView, lineage_path
-from ..records import Decision, Direction, FailureLabel, Outcome, Proposal, Trial, TrialResult
+from ..records import (KEPT, Decision, Direction, FailureLabel, Outcome, Proposal, Trial,
+                       TrialResult)
 from . import _search
 from ._lease import Lease, acquire
 from ._records import cap, cap_path, quote, trial_from_run
@@ -363,8 +364,7 @@ class MlflowStore:
         if decision is not None:
             final[tags.DECISION] = decision.value
         if result.confirmed:
-            kept = decision in (Decision.BASELINE, Decision.KEEP)
-            final[tags.CONFIRM] = "passed" if kept else "failed"
+            final[tags.CONFIRM] = "passed" if decision in KEPT else "failed"
         self._final_batch(run_id, metrics, final, step)
         self.client.set_terminated(run_id, _status(outcome.label, result.killed))
 

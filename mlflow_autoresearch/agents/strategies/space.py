@@ -9,7 +9,6 @@ baseline is a point of the space. Search strategies set whole knob vectors throu
 from __future__ import annotations
 
 import ast
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,8 @@ import yaml
 
 from ...environment import Environment
 from ...errors import EnvironmentSpecError
-from ..techniques import SEARCH_SPACE, TECHNIQUES_FILE, Technique, apply_technique
+from ...execution.workspace import read_editable
+from ..techniques import SEARCH_SPACE, TECHNIQUES_FILE, Technique, apply_technique, find_knob
 
 KINDS = ("float", "int", "categorical")
 
@@ -68,7 +68,8 @@ def load_search_space(env: Environment) -> tuple[Knob, ...]:
         if knob is not None:
             knobs.append(knob)
     if not problems:
-        values = knob_values(read_recipe(env), env, [k.name for k in knobs], problems)
+        values = knob_values(read_editable(env, env.root), env, [k.name for k in knobs],
+                             problems)
         problems += [f"{k.name} = {values[k.name]!r} in the recipe lies outside its range "
                      f"({k.describe()})" for k in knobs
                      if k.name in values and not k.contains(values[k.name])]
@@ -100,26 +101,20 @@ def _knob(name: str, spec: Any, problems: list[str]) -> Knob | None:
     return Knob(name, kind, float(low), float(high), log)
 
 
-def read_recipe(env: Environment) -> dict[str, str]:
-    return {rel: (env.root / rel).read_text() for rel in env.editable}
-
-
 def knob_values(files: dict[str, str], env: Environment, names: list[str],
                 problems: list[str] | None = None) -> dict[str, Any]:
     """Each named knob's value in `files` (a per-profile dict: the active profile's entry).
     A knob that is not there raises KeyError, or with `problems` is listed there."""
     values = {}
     for name in names:
-        for text in files.values():
-            match = re.search(rf"^{re.escape(name)}\s*=\s*(.*?)(\s*#.*)?$", text, re.M)
-            if match:
-                value = ast.literal_eval(match.group(1))
-                values[name] = value.get(env.profile) if isinstance(value, dict) else value
-                break
-        else:
+        try:
+            value = ast.literal_eval(find_knob(files, tuple(files), name)[1].group(1))
+        except KeyError:
             if problems is None:
-                raise KeyError(f"knob {name} not found in {', '.join(files)}")
+                raise
             problems.append(f"{name} is not a top-level constant of {', '.join(files)}")
+            continue
+        values[name] = value.get(env.profile) if isinstance(value, dict) else value
     return values
 
 
