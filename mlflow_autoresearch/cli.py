@@ -188,8 +188,9 @@ def noise(environment, profile, repeats, tracking_uri, workdir, sandbox) -> None
     standalone evaluation), and the keep margin `min_delta: auto` would use."""
     def measure():
         env = load_environment(environment, profile)
+        # The search seeds alone, as `min_delta: auto` measures them: no confirmation seeds.
         settings = Settings(environment, profile, 0, tracking_uri, workdir=workdir,
-                            sandbox=sandbox)
+                            sandbox=sandbox, confirm_seeds=0)
         scores = []
         for i in range(repeats or env.noise_repeats):
             trial = evaluate_recipe(settings, echo=click.echo)

@@ -62,8 +62,14 @@ def test_a_number_in_the_spec_is_the_margin_with_source_spec(toy_env, store, tmp
 
 def test_noise_command_prints_the_margin_without_a_campaign(noisy_env, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    spec = yaml.safe_load((noisy_env / "autoresearch.yaml").read_text())
+    (noisy_env / "autoresearch.yaml").write_text(yaml.safe_dump({**spec, "confirm_seeds": [7]}))
     result = CliRunner().invoke(main, ["noise", str(noisy_env), "--repeats", "2"])
     assert result.exit_code == 0, result.output
     assert "std" in result.output and "keep margin 2 x std" in result.output
     assert "(the spec's min_delta: auto)" in result.output
-    assert [name for _, name in MlflowStore(f"sqlite:///{tmp_path / 'mlflow.db'}").campaigns()] == []
+    store = MlflowStore(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [name for _, name in store.campaigns()] == []
+    evaluations = store.trials(store.client.get_experiment_by_name(
+        "autoresearch/toy/evaluations").experiment_id)
+    assert len(evaluations) == 2 and all(t.confirm == "" for t in evaluations)  # search seeds
