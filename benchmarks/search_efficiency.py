@@ -68,7 +68,9 @@ class Campaign:
 
 def run_arm(env: str, profile: str, arm: str, seed: int, trials: int, uri: str,
             workdir: Path) -> Campaign:
-    """Run one campaign of `arm` and read its curve back from MLflow."""
+    """Run one campaign of `arm` and read its curve back from MLflow. A campaign already in the
+    store is continued up to `trials` (or only read, when it has them): a benchmark that was
+    interrupted, or run in parts side by side on one store, picks up where it stopped."""
     spec = load_environment(env, profile)
     settings = Settings(env, profile, trials, uri, f"search-bench/{spec.name}/{arm}/seed{seed}",
                         seed, workdir=workdir, **ARMS[arm])
@@ -77,7 +79,8 @@ def run_arm(env: str, profile: str, arm: str, seed: int, trials: int, uri: str,
     seconds = time.monotonic() - started
     store = MlflowStore(uri)
     direction = spec.direction
-    trials_run = sorted(store.trials(summary.experiment_id), key=lambda t: t.number)
+    trials_run = sorted((t for t in store.trials(summary.experiment_id) if t.number <= trials),
+                        key=lambda t: t.number)
     curve, best, labels, keeps = [], None, {}, 0
     for t in trials_run:
         labels[t.verdict] = labels.get(t.verdict, 0) + 1

@@ -322,18 +322,20 @@ def applied_gates(harness: Harness, known: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(name for name in harness.gates if name in set(known)))
 
 
-def process_status(run: SeedRun | None, seed: int, budget: float | None, recipe: str) -> tuple[str, str]:
+def process_status(run: SeedRun | None, seed: int, budget: float | None, recipe: str,
+                   basis: str = "wall") -> tuple[str, str]:
     """(label, excerpt) of one seed's training process: it did not run, left links in its output
-    (illegal), ran over `budget` (or was killed), or exited non-zero (excerpt: the traceback's
-    end in `recipe`); else ("ok", "")."""
+    (illegal), ran over `budget` seconds on the profile's time `basis` (or was killed), or exited
+    non-zero (excerpt: the traceback's end in `recipe`); else ("ok", "")."""
     if run is None:
         return "crash", f"seed {seed} did not run (the runner stops at the first failed seed)"
     if run.refused:
         return "illegal", (f"seed {seed} left links or special files in its output folder, "
                            f"which the harness removed: {run.refused}")
-    if run.timed_out or (budget is not None and run.wall_seconds > budget):
+    if run.timed_out or (budget is not None and run.seconds(basis) > budget):
         limit = f"the {budget:g} s budget" if budget is not None else "its budget"
-        return ("train_budget_overrun", f"seed {seed} ran {run.wall_seconds:.1f} s, over "
+        ran = f"{run.seconds(basis):.1f} {'CPU ' if basis == 'cpu' else ''}s"
+        return ("train_budget_overrun", f"seed {seed} ran {ran}, over "
                 f"{limit}{' and was killed' if run.timed_out else ''}")
     if run.exit_code != 0:
         why = crash_excerpt(read_tail(run.stderr), recipe) or "(no stderr)"

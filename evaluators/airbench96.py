@@ -160,9 +160,10 @@ def seed_correct(run: SeedRun, labels: np.ndarray, n_classes: int) -> int | str:
 
 
 def check_seed(run: SeedRun | None, seed: int, harness_budget: float | None,
-               labels: np.ndarray, n_classes: int) -> tuple[str, int | None, str]:
+               labels: np.ndarray, n_classes: int,
+               basis: str = "wall") -> tuple[str, int | None, str]:
     """(label, correct count or None, excerpt) for one expected seed; label `ok` if it passed."""
-    label, excerpt = process_status(run, seed, harness_budget, RECIPE)
+    label, excerpt = process_status(run, seed, harness_budget, RECIPE, basis)
     if label != "ok":
         return label, None, excerpt
     correct = seed_correct(run, labels, n_classes)
@@ -188,7 +189,7 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
     times = [run.seconds(harness.time_basis) for run in finished]
     for seed in harness.expected_seeds:
         label, count, excerpt = check_seed(harness.seeds.get(seed), seed, budget, labels,
-                                           int(meta["n_classes"]))
+                                           int(meta["n_classes"]), harness.time_basis)
         if label == "ok":
             correct.append(count)
         else:

@@ -317,8 +317,9 @@ def child_main(argv: list[str]) -> int:
 # score
 # -------------------------------------------------------------------------------------------------
 
-def run_status(run: SeedRun | None, seed: int, budget: float | None) -> tuple[str, str]:
-    label, excerpt = process_status(run, seed, budget, RECIPE)
+def run_status(run: SeedRun | None, seed: int, budget: float | None,
+               basis: str = "wall") -> tuple[str, str]:
+    label, excerpt = process_status(run, seed, budget, RECIPE, basis)
     if label == "ok" and not (run.out_dir / CHECKPOINT).is_file():
         return "crash", f"seed {seed} wrote no {CHECKPOINT}"
     return label, excerpt
@@ -347,7 +348,7 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
     cores, bpbs, walls, evals, per_task = [], [], [], [], {}
     for seed in harness.expected_seeds:
         run = harness.seeds.get(seed)
-        label, excerpt = run_status(run, seed, budget)
+        label, excerpt = run_status(run, seed, budget, harness.time_basis)
         if run is not None and run.exit_code == 0 and not run.timed_out:
             walls.append(run.wall_seconds)
         if label != "ok":

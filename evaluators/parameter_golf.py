@@ -204,14 +204,15 @@ def artifact_files(out_dir: Path) -> list[Path]:
     return sorted(p for p in out_dir.rglob("*") if p.is_file() and p.name not in INFORMATIONAL)
 
 
-def run_status(run: SeedRun | None, seed: int, budget: float | None) -> tuple[str, str]:
+def run_status(run: SeedRun | None, seed: int, budget: float | None,
+               basis: str = "wall") -> tuple[str, str]:
     """(label, excerpt) from the harness's record of one seed's training process."""
     stderr = read_tail(run.stderr) if run is not None else ""
     blocked = run is not None and run.exit_code == DATA_ACCESS_EXIT
     if blocked or "harness: the training phase opened" in stderr:
         line = next((text for text in stderr.splitlines() if "opened validation data" in text), "")
         return "illegal", f"probe data-isolation: seed {seed}: {line.strip()}"
-    label, excerpt = process_status(run, seed, budget, RECIPE)
+    label, excerpt = process_status(run, seed, budget, RECIPE, basis)
     if label == "ok" and not (run.out_dir / ARTIFACT).is_file():
         return "crash", f"seed {seed} wrote no {ARTIFACT}"
     return label, excerpt
@@ -292,7 +293,7 @@ def score(profile: str, data_dir: Path, run_dir: Path) -> Outcome:
     bpbs, walls, sizes, evals = [], [], [], []
     for seed in harness.expected_seeds:
         run = harness.seeds.get(seed)
-        label, excerpt = run_status(run, seed, train_budget)
+        label, excerpt = run_status(run, seed, train_budget, harness.time_basis)
         if run is not None and run.exit_code == 0 and not run.timed_out:
             walls.append(run.wall_seconds)
         if label != "ok":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -12,7 +13,7 @@ import yaml
 from mlflow_autoresearch.environment import load_environment
 from mlflow_autoresearch.errors import EnvironmentSpecError
 from mlflow_autoresearch.execution import CommandEvaluator, process
-from mlflow_autoresearch.execution.projects import run_seeds
+from mlflow_autoresearch.execution.projects import kill_after, run_seeds
 from mlflow_autoresearch.execution.sandbox import choose, for_environment
 from mlflow_autoresearch.execution.workspace import materialise
 from mlflow_autoresearch.testing import replace_in
@@ -71,3 +72,11 @@ def test_the_time_basis_is_checked_and_airbench_tiny_counts_cpu(toy_env):
     with pytest.raises(EnvironmentSpecError, match="'time_basis' must be one of"):
         load_environment(str(toy_env))
 
+
+
+def test_a_cpu_basis_kills_a_seed_at_one_and_a_half_times_its_budget_of_wall_time(toy_env):
+    env = load_environment(str(toy_env))
+    assert kill_after(env) == env.train_seconds
+    assert kill_after(replace(env, time_basis="cpu")) == 1.5 * env.train_seconds
+    assert load_environment("parameter_golf", "search").time_basis == "cpu"
+    assert load_environment("nanochat_d12", "search").time_basis == "cpu"

@@ -27,6 +27,7 @@ from . import process
 from .sandbox import Sandbox, group_cpu_seconds, new_group, remove_group
 
 HARNESS_FILE = "harness.json"
+CPU_BASIS_KILL = 1.5  # on a CPU time basis, a seed is killed at this many x its budget of wall
 logging.getLogger("mlflow.projects").setLevel(logging.WARNING)
 
 
@@ -85,6 +86,13 @@ class SeedResult:
     cpu_seconds: float = 0.0  # user + system CPU of the seed's whole process tree
 
 
+def kill_after(env: Environment) -> float:
+    """Wall seconds after which a seed is killed: its train budget, or on a CPU time basis (where
+    the evaluator charges CPU seconds, which load does not move) 1.5 x that, so a hung recipe
+    still ends but a loaded machine does not turn a trial into an overrun."""
+    return env.train_seconds * (CPU_BASIS_KILL if env.time_basis == "cpu" else 1.0)
+
+
 def run_seeds(env: Environment, workspace: Path, run_dir: Path, data_dir: Path,
               sandbox: Sandbox, on_start: Callable[[process.Group], None] = lambda group: None,
               grace: float = process.GRACE_SECONDS) -> list[SeedResult]:
@@ -110,7 +118,7 @@ def run_seeds(env: Environment, workspace: Path, run_dir: Path, data_dir: Path,
              "sandbox": sandbox, "read": [str(data_dir)], "write": [str(out_dir)],
              "group": group}, None, None)
         try:
-            finished = process.supervise(submitted.child, env.train_seconds, on_start)
+            finished = process.supervise(submitted.child, kill_after(env), on_start)
             cpu = max(finished.cpu_seconds, group_cpu_seconds(group) or 0.0)
         finally:
             remove_group(group)

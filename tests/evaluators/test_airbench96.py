@@ -138,6 +138,18 @@ def test_wall_time_over_budget_is_an_overrun_even_unkilled(evaluator, tiny_data,
     assert score(evaluator, tiny_data, run).label == "train_budget_overrun"
 
 
+def test_on_a_cpu_basis_the_budget_counts_cpu_seconds(evaluator, tiny_data, make_run):
+    loaded = make_run([{"accuracy": 0.99, "wall": 7.0, "cpu": 5.0}] * 3, budget=6.0,
+                      time_basis="cpu")  # a busy machine stretched the wall clock only
+    assert score(evaluator, tiny_data, loaded).label == "ok"
+    (loaded.parent / "run").rename(loaded.parent / "loaded")
+    spent = make_run([{"accuracy": 0.99, "wall": 7.0, "cpu": 6.5}] * 3, budget=6.0,
+                     time_basis="cpu")
+    outcome = score(evaluator, tiny_data, spent)
+    assert outcome.label == "train_budget_overrun"
+    assert "ran 6.5 CPU s, over the 6 s budget" in outcome.excerpt
+
+
 def test_recipe_claims_do_not_change_the_outcome(evaluator, tiny_data, make_run, tmp_path):
     seeds = [{"accuracy": 0.97, "wall": 4.5}] * 3
     honest = score(evaluator, tiny_data, make_run(seeds))
