@@ -40,7 +40,6 @@ from mlflow_autoresearch.environment import load_environment  # noqa: E402
 from mlflow_autoresearch.records import Decision  # noqa: E402
 from mlflow_autoresearch.store import MlflowStore  # noqa: E402
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 ARMS = {
     "specialists": {},
     "lineage-off": {"lineage": "off"},

@@ -262,7 +262,8 @@ def run_campaign(settings: Settings, agents: dict[str, Agent] | None = None,
 def _loop(campaign: Campaign, agents: dict[str, Agent]) -> Summary:
     campaign.settle_margin()  # a campaign whose baseline ran before the margin was measured
     env, settings, store = campaign.env, campaign.settings, campaign.store
-    roster = [s for s in env.specialists if s.name in agents]
+    names = {s.name for s in env.specialists}
+    roster = [env.specialist(name) for name in agents if name in names]  # the agents' order
     if not roster:
         raise HarnessError(f"no agent for any specialist of {env.name}")
     summary = Summary(campaign.campaign_id, campaign.name)

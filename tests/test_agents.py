@@ -6,7 +6,9 @@ import random
 import pytest
 
 from mlflow_autoresearch.agents import AgentContext, OfflineAgent, offline_roster
+from mlflow_autoresearch.agents.knob_model import KnobModel, owned_knobs
 from mlflow_autoresearch.agents.offline import ranked
+from mlflow_autoresearch.agents.strategies.space import set_knobs
 from mlflow_autoresearch.agents.turns import choose_turn
 from mlflow_autoresearch.agents.techniques import Technique, apply_technique
 from mlflow_autoresearch.diffs import diff_sha
@@ -50,14 +52,14 @@ def test_offline_agent_edits_the_parent_and_skips_edits_tried_on_it(env):
     base = trial(0, "r0", decision=Decision.BASELINE, spec="baseline")
     view = LineageView(base, (base,), (base,), (), (), ())
     recipes = {"r0": read_editable(env, env.root)}
-    agent = offline_roster(env, seed=0)["sched"]
+    agent = dataclasses.replace(offline_roster(env, seed=0)["sched"], model=None)
     first = agent.ask(_ctx(env, view, recipes))
     assert first.parent_id == "r0" and "STEPS" in first.diff
     tried = trial(1, "r1", parent="r0", sha=diff_sha(first.diff))
     second = agent.ask(_ctx(env, view, recipes, [tried]))
     assert diff_sha(second.diff) != diff_sha(first.diff)
     both = [tried, trial(2, "r2", parent="r0", sha=diff_sha(second.diff))]
-    with pytest.raises(ProposalError, match="tried every technique"):
+    with pytest.raises(ProposalError, match="is exhausted"):
         agent.ask(_ctx(env, view, recipes, both))
 
 
@@ -79,12 +81,14 @@ def test_offline_agent_is_deterministic_per_seed_and_seeds_differ(env):
                                            ("disqualified", "quality")])
 def test_offline_agent_compensates_its_last_failure(env, label, effect):
     base = trial(0, "r0", decision=Decision.BASELINE, spec="baseline")
-    failed = trial(1, "r1", label=label, parent="r0", spec="sched")
+    failed = dataclasses.replace(trial(1, "r1", label=label, parent="r0", spec="sched"),
+                                 notes="offline technique 'hot'")
     view = LineageView(base, (base,), (base,), (failed,), (failed,), (failed,))
     recipe = read_editable(env, env.root)
     failed_recipe = {k: v.replace("LR = 0.1", "LR = 0.3") for k, v in recipe.items()}
     techniques = [Technique("cheap", {"STEPS": "-20"}, "Fewer steps", 0.1, "down", "down"),
-                  Technique("better", {"STEPS": "*2"}, "More steps", -0.1, "up", "up")]
+                  Technique("better", {"STEPS": "*2"}, "More steps", -0.1, "up", "up"),
+                  Technique("hot", {"LR": 0.3}, "A hot LR", -0.1, "up", "down")]
     proposal = OfflineAgent("sched", techniques).ask(
         _ctx(env, view, {"r0": recipe, "r1": failed_recipe}))
     assert proposal.parent_id == "r0"
@@ -129,7 +133,13 @@ def test_turns_go_to_the_specialist_whose_trials_pay_with_a_floor():
 
     names = ["a", "b", "c"]
     assert choose_turn(names, [])[0] == "a"  # nobody has had a turn: the first in the roster
-    assert choose_turn(names, [t(2, "b"), t(1, "a")]) == ("c", "it has not had a turn yet")
+    name, why = choose_turn(names, [t(2, "b"), t(1, "a")])
+    assert name == "c" and why.startswith("not tried yet")  # a and b kept nothing
+    # a kept on its first trial: it goes on before b and c are tried
+    assert choose_turn(names, [t(1, "a", Decision.KEEP)])[0] == "a"
+    # ... until b and c have waited twice the roster since the campaign began
+    keeps = [t(n, "a", Decision.KEEP) for n in range(6, 0, -1)]
+    assert choose_turn(names, keeps) == ("b", "the floor: no turn in the 6 trials so far")
     # a kept twice in its last three, b and c never: a gets the turn while no one is starved
     recent = [t(6, "a", Decision.KEEP), t(5, "c"), t(4, "b"), t(3, "a", Decision.KEEP),
               t(2, "a")]
@@ -156,3 +166,96 @@ def test_a_kept_trial_that_cannot_win_is_never_a_parent(env):
     agent = offline_roster(env, seed=0)["sched"]
     parents = {agent.ask(_ctx(env, view, recipes, number=n)).parent_id for n in range(1, 40)}
     assert parents == {"r3", "r2"}
+
+
+# -------------------------------------------------------------------------------------------------
+# The rules a specialist's turn goes through, on a constructed lineage (minimize, margin 0.01)
+# -------------------------------------------------------------------------------------------------
+
+RULE_TABLE = [Technique("lr_up", {"LR": "*1.2"}, "a higher LR", -0.01),
+              Technique("steps_up", {"STEPS": "+10"}, "more steps", -0.005),
+              Technique("lr_down", {"LR": "*0.5"}, "a lower LR", 0.02)]
+
+
+def _measured(n, run_id, technique, delta, parent="r0", label="ok", sha="", spec="opt"):
+    t = trial(n, run_id, label=label, parent=parent, spec=spec, sha=sha)
+    score = None if t.score is None else 1.0 + delta
+    return dataclasses.replace(t, score=score, delta_vs_best=None if score is None else delta,
+                               decision=Decision.DISCARD if score is not None else None,
+                               notes=f"offline technique {technique!r}")
+
+
+def _rule_agent(env, model=True):
+    knobs = owned_knobs(env, RULE_TABLE)
+    return OfflineAgent("opt", RULE_TABLE, 0, KnobModel(knobs, env.direction) if model else None)
+
+
+def _asked(env, agent, children, number=5):
+    base = trial(0, "r0", decision=Decision.BASELINE, spec="baseline")
+    base = dataclasses.replace(base, score=1.0)
+    view = LineageView(base, (base,), (base,), tuple(children), tuple(children), tuple(children))
+    recipes = {c.run_id: read_editable(env, env.root) for c in children}
+    recipes["r0"] = read_editable(env, env.root)
+    return agent.ask(_ctx(env, view, recipes, children, number=number, spec="opt"))
+
+
+def test_a_turn_takes_strong_priors_stack_model_small_priors_then_last_resort(env):
+    env = dataclasses.replace(env, min_delta=0.01)
+    agent, plain = _rule_agent(env), _rule_agent(env, model=False)
+    first = _asked(env, agent, [])  # lr_up's prior gain (0.01) reaches the margin
+    assert first.hypothesis.startswith("[prior] a higher LR") and "LR" in first.diff
+    near = [_measured(1, "r1", "lr_up", -0.006, sha=diff_sha(first.diff))]
+    modelled = _asked(env, agent, near)  # no strong technique left, one near-miss: the model
+    assert modelled.hypothesis.startswith("[model] TPE over opt's knobs (STEPS, LR)")
+    assert "fitted to 2 measured trials" in modelled.hypothesis
+    second = _asked(env, plain, near)  # without a model: the small prior
+    assert second.hypothesis.startswith("[prior] more steps")
+    near.append(_measured(2, "r2", "steps_up", -0.004, sha=diff_sha(second.diff)))
+    stacked = _asked(env, agent, near)  # two near-misses: stacked before the model
+    assert stacked.hypothesis.startswith("[stack] near-misses lr_up, steps_up")
+    assert "LR" in stacked.diff and "STEPS" in stacked.diff
+    near.append(dataclasses.replace(_measured(3, "r3", "x", -0.002, sha=diff_sha(stacked.diff)),
+                                    notes="offline stack 'lr_up' + 'steps_up'"))
+    assert _asked(env, agent, near).hypothesis.startswith("[model]")
+    last = _asked(env, plain, near)
+    assert last.hypothesis.startswith("[last resort] a lower LR")
+
+
+def test_react_cuts_cost_only_after_an_edit_that_raised_it(env):
+    env = dataclasses.replace(env, min_delta=0.01)
+    table = [Technique("wider", {"STEPS": "*2"}, "twice the steps", -0.05, cost="up"),
+             Technique("lr_up", {"LR": "*1.2"}, "a higher LR", -0.02),
+             Technique("undo", {"STEPS": "-10"}, "fewer steps", 0.01, cost="down"),
+             Technique("lighter", {"LR": "*0.9"}, "a lighter LR", 0.01, cost="down")]
+    agent = OfflineAgent("opt", table, 0)
+    for technique, expected in (("wider", "[react] t0001 hit train_budget_overrun; cut cost: "
+                                          "a lighter LR"),  # never the cut that undoes it
+                                ("lr_up", "[prior]")):
+        failed = _measured(1, "r1", technique, 0.0, label="train_budget_overrun", sha="x")
+        proposal = _asked(env, agent, [failed])
+        assert proposal.hypothesis.startswith(expected), proposal.hypothesis
+
+
+def test_a_kept_technique_is_measured_first_on_the_new_best(env):
+    env = dataclasses.replace(env, min_delta=0.01)
+    kept = _measured(1, "r1", "steps_up", -0.05)
+    again = _asked(env, _rule_agent(env), [kept])
+    assert again.hypothesis.startswith("[measured] more steps")
+
+
+def test_the_knob_model_stays_in_its_space_and_steps_back_from_overruns(env):
+    """Small LRs scored best and the largest overran: TPE's proposals stay low."""
+    agent = _rule_agent(env)
+    recipes = {"r0": read_editable(env, env.root)}
+    points = [(0.02, 0.90), (0.03, 0.92), (0.05, 1.0), (0.1, 1.1), (0.3, None), (0.45, None)]
+    history = []
+    for i, (lr, score) in enumerate(points, 1):
+        files, _ = set_knobs(recipes["r0"], env, {"LR": lr})
+        recipes[f"r{i}"] = files
+        label = FailureLabel.OK if score is not None else FailureLabel.TRAIN_BUDGET_OVERRUN
+        history.append(Trial(f"r{i}", i, "opt", "h", "r0", "FINISHED", label, score))
+    proposed = [agent.model.propose(history, recipes.__getitem__, env, n, lambda v: True)[0]
+                for n in range(10)]
+    space = {k.name: k for k in agent.model.knobs}
+    assert all(space[k].contains(v) for values in proposed for k, v in values.items())
+    assert sum(values["LR"] < 0.1 for values in proposed) >= 8

@@ -60,7 +60,7 @@ def test_rosters_single_and_generic_replace_the_specialists(toy_env, store, tmp_
         summary = run_campaign(settings, echo=lambda line: None)
         s = MlflowStore(store)
         turns = [t.specialist for t in summary.trials[1:]]
-        assert turns == (names * 2)[:2], turns
+        assert turns[0] == names[0] and set(turns) <= set(names), turns  # turns by payoff
         for trial in summary.trials:
             assert s.raw(trial.run_id).tags[tags.CONTROL_ROSTER] == roster
         assert "# Lineage for `generalist" in _context(s, summary.trials[-1])

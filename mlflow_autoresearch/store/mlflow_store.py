@@ -43,6 +43,9 @@ from ._records import cap, cap_path, quote, trial_from_run
 from ._render import render_evaluation, render_note
 from .base import StoredRun
 
+# Specialists read recipes back every turn: MLflow's per-download progress bar would print
+# several bars per trial line in the terminal. A user who wants it sets the variable.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 PROBE_SECONDS = 5.0
 MAX_AGENT_KEYS = 40  # a proposal's own tags and metrics, each (the final batch must stay one)
 _OURS = (tags.MLFLOW_PARENT, tags.MLFLOW_NOTE, tags.MLFLOW_RUN_NAME)

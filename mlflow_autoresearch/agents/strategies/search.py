@@ -119,7 +119,7 @@ class OptunaSearch:
 
     @property
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
-        return {k.name: _distribution(k) for k in self.knobs}
+        return {k.name: distribution(k) for k in self.knobs}
 
     def _rebuilt(self, ctx: AgentContext) -> optuna.Study:
         """A fresh study holding every finished trial this strategy ran in the campaign."""
@@ -143,7 +143,8 @@ class OptunaSearch:
         return study
 
 
-def _distribution(knob: Knob) -> optuna.distributions.BaseDistribution:
+def distribution(knob: Knob) -> optuna.distributions.BaseDistribution:
+    """The knob's range as an Optuna distribution."""
     if knob.kind == "categorical":
         return optuna.distributions.CategoricalDistribution(knob.choices)
     if knob.kind == "int":

@@ -49,6 +49,12 @@ class Knob:
         return f"{self.name} {self.kind} [{self.low:g}, {self.high:g}{scale}]"
 
 
+def declares_search_space(env: Environment) -> bool:
+    """True when the environment's techniques.yaml has a `search_space` entry."""
+    path = env.root / TECHNIQUES_FILE
+    return path.is_file() and SEARCH_SPACE in (yaml.safe_load(path.read_text()) or {})
+
+
 def load_search_space(env: Environment) -> tuple[Knob, ...]:
     """The environment's knobs, checked against its recipe at the active profile.
 
