@@ -38,3 +38,15 @@ def test_the_search_benchmark_runs_end_to_end(toy_env, store, tmp_path):
     for arm in ("specialists", "random", "optuna"):
         experiment = client.get_experiment_by_name(f"search-bench/toy/{arm}/seed0")
         assert len(client.search_runs([experiment.experiment_id])) == 3  # baseline + 2 trials
+
+
+def test_the_benchmark_continues_campaigns_already_in_its_store(toy_env, store, tmp_path):
+    bench = _benchmark()
+    common = ["--envs", str(toy_env), "--arms", "random", "--profile", "tiny", "--seeds", "1",
+              "--tracking-uri", store, "--workdir", str(tmp_path / "work")]
+    first = bench.main([*common, "--trials", "2"])
+    assert bench.main([*common, "--trials", "2"]).split("\n", 3)[3] == first.split("\n", 3)[3]
+    bench.main([*common, "--trials", "3"])
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("search-bench/toy/random/seed0")
+    assert len(client.search_runs([experiment.experiment_id])) == 4  # continued, not rerun
