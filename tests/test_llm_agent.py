@@ -287,12 +287,13 @@ def test_llm_and_offline_specialists_share_a_campaign_recorded_in_mlflow(toy_env
         summary = run_campaign(settings, agents, echo=lambda line: None)
         third_prompt = server.requests[1]["messages"][1]["content"]
     by_number = {t.number: t for t in summary.trials}
-    assert [t.specialist for t in summary.trials] == ["baseline", "opt", "sched", "opt"]
+    # opt kept at t1, so by payoff it has t2 too; sched, not tried yet, then gets t3
+    assert [t.specialist for t in summary.trials] == ["baseline", "opt", "opt", "sched"]
     assert by_number[1].label is FailureLabel.OK and by_number[1].decision is Decision.KEEP
-    assert by_number[3].label is FailureLabel.PREFLIGHT_CRASH
+    assert by_number[2].label is FailureLabel.PREFLIGHT_CRASH
     assert "t0001 [opt, ok" in third_prompt  # the lineage, read back from MLflow
     client = MlflowClient(store)
-    good, crashed = client.get_run(by_number[1].run_id), client.get_run(by_number[3].run_id)
+    good, crashed = client.get_run(by_number[1].run_id), client.get_run(by_number[2].run_id)
     assert good.data.tags["autoresearch.agent.model"] == "fake-model"
     m = good.data.metrics
     assert m["agent.llm_input_tokens"] > 0 and m["agent.llm_output_tokens"] > 0 and m["agent.llm_attempts"] == 1
@@ -305,7 +306,7 @@ def test_llm_and_offline_specialists_share_a_campaign_recorded_in_mlflow(toy_env
     raw = Path(client.download_artifacts(crashed.info.run_id, "trial/llm/response-3.md",
                                          str(tmp_path)))
     assert raw.read_text() == GARBAGE
-    assert "agent.llm_cost_usd" not in client.get_run(by_number[2].run_id).data.metrics  # offline
+    assert "agent.llm_cost_usd" not in client.get_run(by_number[3].run_id).data.metrics  # offline
     spent = m["agent.llm_cost_usd"] + crashed.data.metrics["agent.llm_cost_usd"]
     assert llm.spent_usd == pytest.approx(spent, rel=1e-3)
-    assert client.get_run(by_number[3].run_id).data.tags[tags.LABEL] == "preflight_crash"
+    assert client.get_run(by_number[2].run_id).data.tags[tags.LABEL] == "preflight_crash"

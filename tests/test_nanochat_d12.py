@@ -103,7 +103,8 @@ def test_campaign_from_the_cli_records_well_formed_trials(tmp_path):
     assert [int(r.data.tags[tags.TRIAL]) for r in runs] == [0, 1, 2, 3]
     labels = [check_trial(client, run, "autoresearch/nanochat_d12") for run in runs]
     assert labels[0] is FailureLabel.OK
-    assert [r.data.tags[tags.SPECIALIST] for r in runs[1:]] == ["arch", "opt", "data"]
+    # The roster goes most promising table first (arch), and a specialist that keeps goes on.
+    assert [r.data.tags[tags.SPECIALIST] for r in runs[1:]][0] == "arch"
     for run in runs[1:]:
         diff = client.download_artifacts(run.info.run_id, "trial/patch.diff")
         assert Path(diff).read_text().strip()
