@@ -40,7 +40,7 @@ _TECHNIQUE = re.compile(r"offline technique '([^']+)'")  # in the notes of every
 @dataclass
 class OfflineAgent:
     """A specialist that needs no LLM: a technique table, lineage-driven rules, and a TPE model
-    of the knobs it owns. Each hypothesis starts with the rule that picked it (`RULES`)."""
+    of the knobs it owns. Each hypothesis starts with the rule that picked it (listed above)."""
 
     name: str
     techniques: list[Technique]
