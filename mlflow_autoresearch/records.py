@@ -57,6 +57,10 @@ class Direction(str, enum.Enum):
         """True when score `a` beats `b` by more than `margin`."""
         return a < b - margin if self is Direction.MINIMIZE else a > b + margin
 
+    def gain(self, delta: float) -> float:
+        """How much better a score delta makes the score: positive is better, either way."""
+        return -delta if self is Direction.MINIMIZE else delta
+
 
 KEPT = (Decision.BASELINE, Decision.KEEP)  # decisions that make a trial a parent and a best
 

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from mlflow_autoresearch.agents import AgentContext, OfflineAgent, offline_roster
-from mlflow_autoresearch.agents.knob_model import KnobModel, owned_knobs
+from mlflow_autoresearch.agents.knob_model import KnobModel, declared_space, owned_knobs
 from mlflow_autoresearch.agents.offline import ranked
 from mlflow_autoresearch.agents.strategies.space import set_knobs
 from mlflow_autoresearch.agents.turns import choose_turn
@@ -186,7 +186,7 @@ def _measured(n, run_id, technique, delta, parent="r0", label="ok", sha="", spec
 
 
 def _rule_agent(env, model=True):
-    knobs = owned_knobs(env, RULE_TABLE)
+    knobs = owned_knobs(declared_space(env), RULE_TABLE)
     return OfflineAgent("opt", RULE_TABLE, 0, KnobModel(knobs, env.direction) if model else None)
 
 

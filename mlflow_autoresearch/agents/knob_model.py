@@ -29,13 +29,16 @@ STARTUP = 3  # measured points before TPE's model replaces uniform draws
 DRAWS = 8    # samples per turn before the model gives up finding an untried vector
 
 
-def owned_knobs(env: Environment, techniques: list[Technique]) -> tuple[Knob, ...]:
-    """The search-space knobs this specialist's techniques set; () when the environment
-    declares no `search_space` (the model then has nothing to search)."""
-    if not declares_search_space(env):
-        return ()
+def declared_space(env: Environment) -> tuple[Knob, ...]:
+    """The environment's search space, or () when it declares none (then no specialist has a
+    knob model)."""
+    return load_search_space(env) if declares_search_space(env) else ()
+
+
+def owned_knobs(space: tuple[Knob, ...], techniques: list[Technique]) -> tuple[Knob, ...]:
+    """The knobs of `space` that a specialist's techniques set."""
     names = {knob for t in techniques for knob in t.changes}
-    return tuple(k for k in load_search_space(env) if k.name in names)
+    return tuple(k for k in space if k.name in names)
 
 
 @dataclass
@@ -54,7 +57,7 @@ class KnobModel:
         study = self._fitted(trials, load_recipe, env, number)
         n = len(study.trials)
         for _ in range(DRAWS):
-            asked = study.ask({k.name: distribution(k) for k in self.knobs})
+            asked = study.ask(self.distributions)
             values = {k.name: fitted(k, asked.params[k.name]) for k in self.knobs}
             if accept(values):
                 return values, n
@@ -79,10 +82,13 @@ class KnobModel:
             if values is None:
                 continue
             value = t.score if t.label is FailureLabel.OK and t.score is not None else worst
-            study.add_trial(optuna.trial.create_trial(
-                params=values, value=value,
-                distributions={k.name: distribution(k) for k in self.knobs}))
+            study.add_trial(optuna.trial.create_trial(params=values, value=value,
+                                                      distributions=self.distributions))
         return study
+
+    @property
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        return {k.name: distribution(k) for k in self.knobs}
 
     def _values(self, t: Trial, load_recipe: Callable[[str], dict[str, str]],
                 env: Environment) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ from ..environment import Environment
 from ..errors import ProposalError
 from ..records import Direction, FailureLabel, Proposal, Trial
 from .base import Agent, AgentContext
-from .knob_model import KnobModel, owned_knobs
+from .knob_model import KnobModel, declared_space, owned_knobs
 from .strategies.space import set_knobs
 from .techniques import TECHNIQUES_FILE, Technique, apply_technique, load_techniques
 
@@ -56,17 +56,17 @@ class OfflineAgent:
                 return proposal
         deltas = measured(ctx, self.name)
         order = ranked(self.techniques, deltas, ctx.env.direction, rng)
-        gain = {t.name: _gain(deltas.get(t.name, t.expected_delta), ctx.env.direction) or 0.0
-                for t in order}
+        gain = {t.name: _expected_gain(t, deltas, ctx.env.direction) for t in order}
         strong = [t for t in order if gain[t.name] > 0 and gain[t.name] >= ctx.env.min_delta]
         small = [t for t in order if 0 < gain[t.name] < ctx.env.min_delta]
         rest = [t for t in order if gain[t.name] <= 0]
         for parent in self._parents(ctx, rng):
-            proposal = (self._fresh(ctx, parent, strong, rule=None)
-                        or self._stack(ctx, parent, deltas)
-                        or self._modelled(ctx, parent)
-                        or self._fresh(ctx, parent, small, rule=None)
-                        or self._fresh(ctx, parent, rest, rule="last resort"))
+            at = _Parent.read(ctx, parent)
+            proposal = (self._fresh(ctx, at, strong, deltas)
+                        or self._stack(ctx, at, deltas)
+                        or self._modelled(ctx, at)
+                        or self._fresh(ctx, at, small, deltas)
+                        or self._fresh(ctx, at, rest, deltas, rule="last resort"))
             if proposal is not None:
                 return proposal
         raise ProposalError(f"{self.name} is exhausted: every technique in its table, every "
@@ -91,10 +91,11 @@ class OfflineAgent:
         return kept
 
     def _reaction(self, ctx: AgentContext) -> tuple[Trial, Technique, str, str] | None:
-        """(failed trial, its technique, effect wanted, reason) after this specialist's last trial, a technique
-        of its table, failed a budget its table says it raises (`cost: up`), or the gate,
-        provided its parent is still a kept trial to build on. An edit that adds no cost and
-        still overran says the parent sits at the budget's edge: a cut would only undo it."""
+        """(failed trial, its technique, effect wanted, reason) after this specialist's last
+        trial, a technique of its table, failed a budget its table says it raises (`cost: up`),
+        or the gate, provided its parent is still a kept trial to build on. An edit that adds
+        no cost and still overran says the parent sits at the budget's edge: a cut would only
+        undo it."""
         last = next(iter(ctx.view.mine), None)
         kept = {t.run_id for t in ctx.view.leaderboard}
         if last is None or last.parent_id not in kept:
@@ -125,50 +126,47 @@ class OfflineAgent:
             base = ctx.load_recipe(failed.run_id)
         except Exception:  # a preflight failure logs no recipe: nothing to stack on
             return None
-        order = ranked(fixes, measured(ctx, self.name), ctx.env.direction, rng)
-        return self._fresh(ctx, parent, order, rule="react", base=base, prefix=f"{reason}: ",
+        deltas = measured(ctx, self.name)
+        at = _Parent.read(ctx, parent)
+        return self._fresh(ctx, at, ranked(fixes, deltas, ctx.env.direction, rng), deltas,
+                           rule="react", base=base, prefix=f"{reason}: ",
                            note=f"builds on failed trial t{failed.number:04d}")
 
-    def _fresh(self, ctx: AgentContext, parent: Trial, techniques: list[Technique],
-               rule: str | None, base: dict[str, str] | None = None,
-               prefix: str = "", note: str = "") -> Proposal | None:
-        """The first of `techniques` (already in order) that makes a new edit of `parent`.
+    def _fresh(self, ctx: AgentContext, at: _Parent, techniques: list[Technique],
+               deltas: dict[str, float | None], rule: str | None = None,
+               base: dict[str, str] | None = None, prefix: str = "",
+               note: str = "") -> Proposal | None:
+        """The first of `techniques` (already in order) that makes a new edit of the parent.
         With `rule` None the rule is `measured` or `prior`, whichever ordered the technique."""
-        parent_files = ctx.load_recipe(parent.run_id)
-        start = base or parent_files
-        tried = _tried(ctx, parent)
-        deltas = measured(ctx, self.name)
         for technique in techniques:
             try:
-                files, changes = apply_technique(start, ctx.specialist.edits, technique,
-                                                 ctx.env.profile)
+                files, changes = apply_technique(base or at.files, ctx.specialist.edits,
+                                                 technique, ctx.env.profile)
             except (KeyError, ValueError, SyntaxError):
                 continue
-            diff = make_diff(parent_files, files)
-            if not diff or diff_sha(diff) in tried:
+            diff = make_diff(at.files, files)
+            if not diff or diff_sha(diff) in at.tried:
                 continue
             why = rule or ("measured" if technique.name in deltas else "prior")
             hypothesis = f"[{why}] {prefix}{technique.hypothesis} ({', '.join(changes)})"
             notes = f"offline technique {technique.name!r}" + (f"; {note}" if note else "")
-            return Proposal(self.name, hypothesis, diff, parent.run_id,
+            return Proposal(self.name, hypothesis, diff, at.trial.run_id,
                             technique.expected_delta, notes)
         return None
 
-    def _stack(self, ctx: AgentContext, parent: Trial,
+    def _stack(self, ctx: AgentContext, at: _Parent,
                deltas: dict[str, float | None]) -> Proposal | None:
         """This specialist's near-misses (measured gains inside the keep margin) applied
-        together on `parent`: all of them, else the best two."""
+        together on the parent: all of them, else the best two."""
         margin = ctx.env.min_delta
         near = sorted((g, name) for name, d in deltas.items()
-                      if (g := _gain(d, ctx.env.direction)) is not None and 0 < g <= margin)
+                      if d is not None and 0 < (g := ctx.env.direction.gain(d)) <= margin)
         names = [name for _, name in reversed(near)]
         if len(names) < 2:
             return None
-        parent_files = ctx.load_recipe(parent.run_id)
-        tried = _tried(ctx, parent)
         table = {t.name: t for t in self.techniques}
         for group in (names, names[:2]):
-            files, changes, used = parent_files, [], []
+            files, changes, used = at.files, [], []
             for name in group:
                 try:
                     files, notes = apply_technique(files, ctx.specialist.edits, table[name],
@@ -177,27 +175,25 @@ class OfflineAgent:
                     continue
                 changes += notes
                 used.append(name)
-            diff = make_diff(parent_files, files)
-            if len(used) < 2 or not diff or diff_sha(diff) in tried:
+            diff = make_diff(at.files, files)
+            if len(used) < 2 or not diff or diff_sha(diff) in at.tried:
                 continue
             hypothesis = (f"[stack] near-misses {', '.join(used)} each gained less than the "
                           f"margin {margin:g}; together they may clear it ({', '.join(changes)})")
-            return Proposal(self.name, hypothesis, diff, parent.run_id, None,
+            return Proposal(self.name, hypothesis, diff, at.trial.run_id, None,
                             "offline stack " + " + ".join(repr(n) for n in used))
         return None
 
-    def _modelled(self, ctx: AgentContext, parent: Trial) -> Proposal | None:
-        """Knob values for `parent` from the TPE model of this specialist's own knobs."""
+    def _modelled(self, ctx: AgentContext, at: _Parent) -> Proposal | None:
+        """Knob values for the parent from the TPE model of this specialist's own knobs."""
         if self.model is None:
             return None
-        parent_files = ctx.load_recipe(parent.run_id)
-        tried = _tried(ctx, parent)
         made: dict[str, tuple[str, list[str]]] = {}
 
         def accept(values: dict[str, Any]) -> bool:
-            files, notes = set_knobs(parent_files, ctx.env, values)
-            diff = make_diff(parent_files, files)
-            if diff and diff_sha(diff) not in tried:
+            files, notes = set_knobs(at.files, ctx.env, values)
+            diff = make_diff(at.files, files)
+            if diff and diff_sha(diff) not in at.tried:
                 made["edit"] = diff, notes
             return "edit" in made
 
@@ -212,22 +208,31 @@ class OfflineAgent:
         names = ", ".join(k.name for k in self.model.knobs)
         hypothesis = (f"[model] TPE over {self.name}'s knobs ({names}), fitted to {found[1]} "
                       f"measured trials, proposes {', '.join(notes)}")
-        return Proposal(self.name, hypothesis, diff, parent.run_id, None,
+        return Proposal(self.name, hypothesis, diff, at.trial.run_id, None,
                         f"offline knob model over {names}")
 
 
-def _tried(ctx: AgentContext, parent: Trial) -> set[str]:
-    """Diffs already run on `parent`. A harness fault does not count as an idea tried (paper
-    section 4)."""
-    return {c.diff_sha for c in ctx.children(parent.run_id)
-            if c.label is not FailureLabel.HARNESS_ABORT}
+@dataclass(frozen=True)
+class _Parent:
+    """A parent as the rules of one turn see it: read from MLflow once per turn."""
+
+    trial: Trial
+    files: dict[str, str]  # its recipe
+    tried: set[str]        # diff shas already run on it; a harness fault is not an idea tried
+
+    @classmethod
+    def read(cls, ctx: AgentContext, parent: Trial) -> _Parent:
+        return cls(parent, ctx.load_recipe(parent.run_id),
+                   {c.diff_sha for c in ctx.children(parent.run_id)
+                    if c.label is not FailureLabel.HARNESS_ABORT})
 
 
-def _gain(delta: float | None, direction: Direction) -> float | None:
-    """How much better a delta makes the score (positive is better), whatever the direction."""
-    if delta is None:
-        return None
-    return -delta if direction is Direction.MINIMIZE else delta
+def _expected_gain(t: Technique, deltas: dict[str, float | None],
+                   direction: Direction) -> float:
+    """What a technique is expected to gain (positive is better): its measured delta, else its
+    prior; 0 for one that failed."""
+    delta = deltas.get(t.name, t.expected_delta)
+    return 0.0 if delta is None else direction.gain(delta)
 
 
 def measured(ctx: AgentContext, name: str) -> dict[str, float | None]:
@@ -250,12 +255,10 @@ def ranked(techniques: list[Technique], deltas: dict[str, float | None], directi
            rng: random.Random) -> list[Technique]:
     """Most promising first: the measured delta where the campaign has one, else the table's
     `expected_delta` (the prior); techniques that failed go last; the seeded `rng` breaks ties."""
-    sign = 1.0 if direction is Direction.MINIMIZE else -1.0
-
     def key(t: Technique) -> tuple[bool, float, float]:
         delta = deltas.get(t.name, t.expected_delta)
         failed = t.name in deltas and delta is None
-        return failed, 0.0 if failed else sign * delta, rng.random()
+        return failed, 0.0 if failed else -direction.gain(delta), rng.random()
     return sorted(techniques, key=key)
 
 
@@ -263,10 +266,11 @@ def offline_roster(env: Environment, seed: int) -> dict[str, Agent]:
     """One offline specialist per roster entry of `env`, drawing from its table entries, the
     most promising table first."""
     table = load_techniques(env)
+    space = declared_space(env)
     roster = {}
     for s in env.specialists:
         techniques = [t for name in (s.techniques_of or (s.name,)) for t in table.get(name, [])]
-        knobs = owned_knobs(env, techniques)
+        knobs = owned_knobs(space, techniques)
         model = KnobModel(knobs, env.direction, seed) if knobs else None
         roster[s.name] = OfflineAgent(s.name, techniques, seed, model)
     return dict(sorted(roster.items(), key=lambda item: -_best_prior(item[1], env.direction)))
@@ -275,4 +279,4 @@ def offline_roster(env: Environment, seed: int) -> dict[str, Agent]:
 def _best_prior(agent: OfflineAgent, direction: Direction) -> float:
     """The largest gain its table expects of any technique: the roster's order, so untried
     specialists get their first turns most promising first."""
-    return max((_gain(t.expected_delta, direction) for t in agent.techniques), default=0.0)
+    return max((direction.gain(t.expected_delta) for t in agent.techniques), default=0.0)
