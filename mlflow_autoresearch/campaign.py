@@ -1,18 +1,22 @@
 """The campaign loop: numbering, turns, the keep rule and the stop rules, on top of the store,
 execution and the agents.
 
-`run_campaign` takes the campaign's lease, recovers what a gone loop left running, measures the
-unmodified recipe as trial 0 if there is no baseline, re-runs each aborted trial's proposal once,
-then gives the roster's specialists turns until the trial budget, a wall deadline, a stretch
-without a keep or the LLM cost cap ends it. A trial flows one way: the store records the proposal,
-execution turns it into one `TrialResult`, the store records the verdict, and the agent that
-proposed it is told. A failed trial is a record; a harness fault or an interrupt is recorded as
-`harness_abort` first and raised after.
+`run_campaign` takes the campaign's lease, writes records a gone loop left in the outbox,
+recovers what it left running, measures the unmodified recipe as trial 0 (alone) if there is no
+baseline, re-runs each aborted trial's proposal once, then keeps up to `--workers` trials in
+flight on an executor, giving the roster's specialists turns as slots free, until the trial
+budget, a wall deadline, a stretch without a keep or the LLM cost cap ends it. A trial flows one
+way: the store records the proposal, an executor turns it into one `TrialResult`, the store
+records the verdict against the best at record time, and the agent that proposed it is told.
+This process is the only one that writes the store. A failed trial is a record; a harness fault
+or an interrupt cancels what is in flight, records it all as `harness_abort`, and is raised
+after.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 import time
 from collections import Counter
@@ -27,19 +31,22 @@ from .agents.turns import choose_turn
 from .agents.strategies import load_search_space
 from .agents.llm import ClientSettings, EndpointError
 from .environment import Environment, Specialist, load_environment, with_confirm_seeds
-from .errors import HarnessError, ProposalError
+from .errors import HarnessError, ProposalError, StoreError
+from .diffs import diff_sha
 from .execution import CommandEvaluator, run_trial
+from .execution.executors import Done, Executor, Job, LocalExecutor, lost, slots
 from .execution.process import reap
 from .execution.sandbox import BWRAP, for_environment
 from .execution.sandbox import choose as choose_sandbox
 from .records import KEPT, Decision, FailureLabel, Outcome, Proposal, Trial, TrialResult
-from .store import Lease, MlflowStore, TrialStore
+from .store import Lease, MlflowStore, TrialStore, outbox
 
 BASELINE = Proposal("baseline", "The unmodified recipe, measured as the baseline.", "", None,
                     expected_delta=0.0)
 MAX_ABORTS_IN_A_ROW = 3
 MAX_CHILDREN = 5000  # children read per trial: a resumed Optuna study's whole history
 TURN_HISTORY = 60    # recent trials the turn allocation reads
+POLL_SECONDS = 0.5   # how long the loop waits on its executor between checks
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,9 @@ class Settings:
     roster: str = "specialists"       # single | generic: the paper's generalist controls
     confirm_seeds: int | None = None  # None: the profile's `confirm_seeds`; 0: no confirmation
     strategy: str = "specialists"     # random | optuna: a search strategy proposes instead
+    workers: int = 1                  # trials at once
+    executor: str = "local"           # local | ray: where they run
+    ray_address: str | None = None    # None: RAY_ADDRESS, else a Ray started for the campaign
 
     @property
     def controls(self) -> dict[str, str]:
@@ -84,6 +94,16 @@ class Summary:
     best: Trial | None = None
     stop_reason: str = ""
     harness_seconds: list[float] = field(default_factory=list)
+    record_seconds: list[float] = field(default_factory=list)  # finished job -> recorded trial
+
+
+@dataclass(frozen=True)
+class Flight:
+    """A trial started and not yet recorded."""
+
+    number: int
+    proposal: Proposal
+    is_baseline: bool
 
 
 @dataclass
@@ -101,27 +121,33 @@ class Campaign:
     baseline: Trial | None = None
     best: Trial | None = None  # the best once the last trial was recorded
     margin_source: str = ""    # spec | measured; "" while `min_delta: auto` is not measured yet
+    flights: dict[str, Flight] = field(default_factory=dict)  # run id -> a trial in flight
 
-    def run_one(self, number: int, proposal: Proposal, context: str,
-                run_id: str | None = None) -> tuple[Trial, TrialResult]:
-        """One trial end to end: recorded at its start and at its end, whatever happens between.
+    def start(self, number: int, proposal: Proposal, context: str,
+              run_id: str | None = None) -> Job:
+        """Record trial `number`'s proposal (its run opens RUNNING) and return its job.
 
-        Raises what interrupted the trial (KeyboardInterrupt, a harness fault) once it is
-        recorded, and StoreError or LeaseError when recording itself fails.
+        Raises StoreError or LeaseError when recording fails; nothing has run then.
         """
         parent = (self.store.load_recipe(proposal.parent_id, self.env.editable)
                   if proposal.parent_id else None)
-        sandbox = self.evaluator.sandbox
         run_id = self.store.create_trial(self.campaign_id, self.env, number, proposal, context,
-                                         run_id, sandbox.kind)
-        scratch = self.settings.workdir.resolve() / "runs" / f"t{number:04d}-{run_id[:8]}"
-        best = self.store.best(self.campaign_id, self.env.direction) if self.lease else None
+                                         run_id, self.evaluator.sandbox.kind)
         is_baseline = proposal.parent_id is None
-        result = run_trial(self.env, proposal, parent, self.evaluator, scratch, sandbox,
-                           lambda group: self.store.record_processes(run_id, group.marker),
-                           self.settings.keep_run_dirs,
-                           lambda outcome: decide(self.env, outcome, best, is_baseline)[0]
-                           in KEPT)
+        best = self.store.best(self.campaign_id, self.env.direction) if self.lease else None
+        self.flights[run_id] = Flight(number, proposal, is_baseline)
+        scratch = self.settings.workdir.resolve() / "runs" / f"t{number:04d}-{run_id[:8]}"
+        return Job(run_id, self.env, proposal, parent, scratch, self.settings.keep_run_dirs,
+                   functools.partial(confirms, self.env, best, is_baseline),
+                   lambda group: self.store.record_processes(run_id, group.marker))
+
+    def record(self, done: Done) -> tuple[Trial, TrialResult]:
+        """Record a finished job's verdict against the best at record time; its `error` (a
+        harness fault or an interrupt) is left for the caller to raise.
+
+        Raises StoreError or LeaseError when recording itself fails.
+        """
+        flight, result, run_id = self.flights.pop(done.key), done.result, done.key
         tampered = self.store.find_tampering(run_id)
         if tampered and result.outcome.label is not FailureLabel.HARNESS_ABORT:
             result = dataclasses.replace(result, outcome=Outcome(
@@ -129,30 +155,74 @@ class Campaign:
                 seconds=result.outcome.seconds,
                 excerpt="something other than the harness wrote into the trial's MLflow run: "
                         + ", ".join(tampered)))
-        decision, delta = decide(self.env, result.outcome, best, is_baseline)
-        if result.confirmed and decision is Decision.DISCARD:
+        best = self.store.best(self.campaign_id, self.env.direction) if self.lease else None
+        decision, delta = decide(self.env, result.outcome, best, flight.is_baseline)
+        if result.confirmed and decision is Decision.DISCARD and best is not None:
             result = dataclasses.replace(result, outcome=dataclasses.replace(
                 result.outcome, excerpt=unconfirmed(self.env, result.outcome, best)))
-        trial = self.store.finish_trial(run_id, number, proposal, result, decision, delta,
-                                        tampered)
-        if is_baseline and trial.label is not FailureLabel.HARNESS_ABORT:
+        try:
+            trial = self.store.finish_trial(run_id, flight.number, flight.proposal, result,
+                                            decision, delta, tampered)
+        except StoreError:
+            if self.lease is not None:  # a campaign's next start writes it
+                path = outbox.save(self.outbox, run_id, flight.number, flight.proposal, result,
+                                   decision, delta, tampered, self.store.written_tags(run_id))
+                self.echo(f"t{flight.number:04d} finished, but the tracking store refused its "
+                          f"record: kept in {path}, written when the campaign starts again")
+            raise
+        if flight.is_baseline and trial.label is not FailureLabel.HARNESS_ABORT:
             self.baseline = trial
         self.best = trial if trial.is_kept else best
+        return trial, result
+
+    @property
+    def outbox(self) -> Path:
+        return outbox.folder(self.settings.workdir.resolve(), self.campaign_id)
+
+    def run_one(self, number: int, proposal: Proposal, context: str,
+                run_id: str | None = None) -> Trial:
+        """One trial end to end on this machine, recorded at its start and at its end whatever
+        happens between; raises what interrupted it once it is recorded."""
+        executor = LocalExecutor(self.evaluator, slots.plan(self.env, 1))
+        executor.submit(self.start(number, proposal, context, run_id))
+        try:
+            done = wait(executor, set(self.flights))
+        except BaseException as exc:
+            for done in abandon(executor, set(self.flights), exc):
+                self.echo(lineage.progress_line(self.record(done)[0], self.best))
+            raise
+        trial, result = self.record(done[0])
         if result.error is not None:
             self.echo(lineage.progress_line(trial, self.best))
             raise result.error
-        return trial, result
+        return trial
+
+    def refusal(self, proposal: Proposal) -> str:
+        """Why `proposal` must not run: its diff is one in flight or already tried on the same
+        parent (a harness fault is not an idea tried); "" when it may."""
+        if proposal.retry_of or proposal.parent_id is None:
+            return ""
+        for t in self.store.same_edit(self.campaign_id, proposal.parent_id,
+                                      diff_sha(proposal.diff)):
+            if t.label is not FailureLabel.HARNESS_ABORT:
+                how = "is running" if t.label is None else f"ran ({t.verdict})"
+                return (f"{proposal.specialist}'s edit is the one t{t.number:04d} {how} on the "
+                        f"same parent")
+        return ""
 
     def turn(self, roster: list[Specialist], number: int,
              exhausted: set[str]) -> tuple[Specialist, str]:
         """Who proposes trial `number`, and why: by payoff (`agents/turns.py`) among those not
-        exhausted; in turn order with lineage off, which reads no outcomes."""
+        exhausted, trials in flight counted as turns taken that have not paid yet (so a wave of
+        parallel turns spreads over the roster); in turn order with lineage off, which reads no
+        outcomes."""
         able = [s for s in roster if s.name not in exhausted]
         if self.settings.lineage != "on":
             spec = roster[(number - 1) % len(roster)]
             spec = spec if spec in able else able[0]
             return spec, "turn order (lineage off: outcomes are not read)"
-        recent = self.store.recent(self.campaign_id, TURN_HISTORY)
+        recent = [*self.store.in_flight(self.campaign_id),
+                  *self.store.recent(self.campaign_id, TURN_HISTORY)]
         name, why = choose_turn([s.name for s in able], recent)
         return next(s for s in able if s.name == name), f"{name} has this turn: {why}."
 
@@ -238,6 +308,36 @@ def unconfirmed(env: Environment, outcome: Outcome, best: Trial) -> str:
             f"{outcome.score:.6g}, which does not beat it by more than {env.min_delta:.4g}")
 
 
+def confirms(env: Environment, best: Trial | None, is_baseline: bool, outcome: Outcome) -> bool:
+    """Whether an outcome would be kept against `best` and so deserves the confirmation seeds
+    (a module function, so a job that carries it can be shipped to another machine)."""
+    return decide(env, outcome, best, is_baseline)[0] in KEPT
+
+
+def wait(executor: Executor, keys: set[str]) -> list[Done]:
+    """Poll until at least one of `keys` (jobs in flight) has finished."""
+    while True:
+        finished = executor.poll(POLL_SECONDS)
+        if finished or not keys:
+            return finished
+
+
+def abandon(executor: Executor, keys: set[str], cause: BaseException) -> list[Done]:
+    """Cancel every job in flight because of `cause` and wait for each to come back, so each is
+    recorded: `harness_abort`, killed (not failed) when the user interrupted."""
+    why = ("interrupted by the user" if isinstance(cause, KeyboardInterrupt)
+           else f"the campaign stopped: {cause}")
+    for key in keys:
+        executor.cancel(key, why)
+    finished: list[Done] = []
+    while len(finished) < len(keys):
+        finished += executor.poll(POLL_SECONDS)
+    if isinstance(cause, KeyboardInterrupt):
+        finished = [Done(d.key, dataclasses.replace(d.result, error=KeyboardInterrupt()))
+                    for d in finished]
+    return finished
+
+
 def run_campaign(settings: Settings, agents: dict[str, Agent] | None = None,
                  echo: Callable[[str], None] = print) -> Summary:
     """Run (or continue) a campaign. Returns what this invocation did.
@@ -246,81 +346,165 @@ def run_campaign(settings: Settings, agents: dict[str, Agent] | None = None,
         EnvironmentSpecError: the environment folder is broken.
         LeaseError: another loop holds the campaign.
         StoreError: the tracking store is unreachable or failed while recording.
-        HarnessError: data could not be prepared, the evaluator failed repeatedly, or the
-            evaluator and the spec disagree.
+        HarnessError: data could not be prepared, the evaluator failed repeatedly, the evaluator
+            and the spec disagree, or the executor cannot hold `--workers` trials.
     """
     campaign = open_campaign(settings, echo)
+    executor = None
     try:
         agents = agents if agents is not None else default_roster(
             campaign.env, settings.seed, settings.llm, settings.llm_specialists,
             settings.max_repairs, settings.strategy)
-        return _loop(campaign, agents)
+        executor = make_executor(settings, campaign)
+        return _Loop(campaign, agents, executor).run()
     finally:
+        if executor is not None:
+            executor.close()
         campaign.lease.release()
 
 
-def _loop(campaign: Campaign, agents: dict[str, Agent]) -> Summary:
-    campaign.settle_margin()  # a campaign whose baseline ran before the margin was measured
-    env, settings, store = campaign.env, campaign.settings, campaign.store
-    names = {s.name for s in env.specialists}
-    roster = [env.specialist(name) for name in agents if name in names]  # the agents' order
-    if not roster:
-        raise HarnessError(f"no agent for any specialist of {env.name}")
-    summary = Summary(campaign.campaign_id, campaign.name)
-    number = store.next_number(campaign.campaign_id)
-    retries = [store.load_proposal(t.run_id) for t in store.pending_retries(campaign.campaign_id)]
-    started = last_keep = time.monotonic()
-    aborts = 0
-    exhausted: set[str] = set()
-    earlier_spend = store.llm_spend(campaign.campaign_id)
-    while True:
-        spent = earlier_spend + sum(getattr(a, "spent_usd", 0.0) for a in agents.values())
-        summary.stop_reason = _stop_reason(settings, number, started, last_keep, exhausted,
-                                           roster, spent)
-        if summary.stop_reason:
-            break
+def make_executor(settings: Settings, campaign: Campaign) -> Executor:
+    """The executor `settings` name, with `settings.workers` slots."""
+    if settings.executor == "ray":
+        from .execution.executors.ray import RayExecutor  # the `ray` extra: imported only when asked for
+        return RayExecutor(campaign.env, settings.workers, settings.workdir.resolve(),
+                           campaign.evaluator.sandbox.kind, settings.ray_address)
+    return LocalExecutor(campaign.evaluator, slots.plan(campaign.env, settings.workers))
+
+
+class _Loop:
+    """One invocation's loop: fills free slots with proposals, records trials as they finish."""
+
+    def __init__(self, campaign: Campaign, agents: dict[str, Agent], executor: Executor):
+        self.campaign, self.agents, self.executor = campaign, agents, executor
+        store, env = campaign.store, campaign.env
+        names = {s.name for s in env.specialists}
+        self.roster = [env.specialist(name) for name in agents if name in names]  # agents' order
+        if not self.roster:
+            raise HarnessError(f"no agent for any specialist of {env.name}")
+        self.summary = Summary(campaign.campaign_id, campaign.name)
+        self.number = store.next_number(campaign.campaign_id)
+        self.retries = [store.load_proposal(t.run_id)
+                        for t in store.pending_retries(campaign.campaign_id)]
+        self.started = self.last_keep = time.monotonic()
+        self.aborts = 0
+        self.exhausted: set[str] = set()  # nothing left to propose until a new keep
+        self.idle: set[str] = set()       # a proposal refused: no turn until a trial is recorded
+        self.earlier_spend = store.llm_spend(campaign.campaign_id)
+
+    def run(self) -> Summary:
+        campaign = self.campaign
+        campaign.settle_margin()  # a campaign whose baseline ran before the margin was measured
+        try:
+            while True:
+                self._fill()
+                if not campaign.flights:
+                    break
+                for done in wait(self.executor, set(campaign.flights)):
+                    self._finished(done)
+        except BaseException as exc:
+            for done in abandon(self.executor, set(campaign.flights), exc):
+                trial, _ = campaign.record(done)
+                self._count(trial)
+                campaign.echo(lineage.progress_line(trial, campaign.best))
+            raise
+        self.summary.best = campaign.store.best(campaign.campaign_id, campaign.env.direction)
+        return self.summary
+
+    def _fill(self) -> None:
+        """Start trials until every slot is busy, a stop rule holds or nobody can propose now.
+        The baseline runs alone: every other trial builds on it."""
+        campaign = self.campaign
+        while len(campaign.flights) < self.executor.slots and not self._stopping():
+            if campaign.baseline is None and campaign.flights:
+                return
+            proposal, context = self._next()
+            if proposal is None:
+                return
+            job = campaign.start(self.number, proposal, context)
+            self.number += 1
+            try:
+                self.executor.submit(job)
+            except BaseException as exc:  # recorded, then raised like any harness fault
+                self._finished(Done(job.key, lost(job, f"the executor refused it: {exc}", exc)))
+
+    def _stopping(self) -> bool:
+        if self.summary.stop_reason.startswith("paused"):
+            return True
+        spent = self.earlier_spend + sum(getattr(a, "spent_usd", 0.0)
+                                         for a in self.agents.values())
+        self.summary.stop_reason = _stop_reason(self.campaign.settings, self.number,
+                                                self.started, self.last_keep, self.exhausted,
+                                                self.roster, spent)
+        return bool(self.summary.stop_reason)
+
+    def _next(self) -> tuple[Proposal | None, str]:
+        """The next proposal and the context it was made in; None when nobody can propose now
+        (all refused or exhausted while trials run, or the LLM endpoint is down)."""
+        campaign, store, env = self.campaign, self.campaign.store, self.campaign.env
         if campaign.baseline is None:  # first start, or the baseline's run was aborted
-            proposal, context = BASELINE, "The baseline runs the recipe as the environment ships it."
-        elif retries:
-            proposal = retries.pop(0)
-            context = f"A re-run of {proposal.retry_of}, which the harness aborted."
-        else:
-            spec, why = campaign.turn(roster, number, exhausted)
+            return BASELINE, "The baseline runs the recipe as the environment ships it."
+        if self.retries:
+            proposal = self.retries.pop(0)
+            return proposal, f"A re-run of {proposal.retry_of}, which the harness aborted."
+        while True:
+            unable = self.exhausted | self.idle
+            if all(s.name in unable for s in self.roster):
+                return None, ""
+            spec, why = campaign.turn(self.roster, self.number, unable)
             view = campaign.view_for(spec.name)
             context = campaign.context_for(view, spec.name) + f"\n\n## Your turn\n\n{why}\n"
-            ctx = AgentContext(env, spec, number, view, context,
+            ctx = AgentContext(env, spec, self.number, view, context,
                                lambda rid: store.load_recipe(rid, env.editable),
                                campaign.children_for)
             try:
-                proposal = agents[spec.name].ask(ctx)
+                proposal = self.agents[spec.name].ask(ctx)
             except EndpointError as exc:  # nothing was recorded for this turn: safe to resume
-                summary.stop_reason = f"paused: {exc}"
-                break
+                self.summary.stop_reason = f"paused: {exc}"
+                return None, ""
             except ProposalError as exc:
                 campaign.echo(f"      {spec.name}: no proposal this turn ({exc})")
-                exhausted.add(spec.name)
+                self.exhausted.add(spec.name)
                 continue
-        trial, result = campaign.run_one(number, proposal, context)
-        if proposal.specialist in agents:
-            agents[proposal.specialist].tell(trial)
-        summary.trials.append(trial)
-        summary.labels[trial.verdict] += 1
-        summary.harness_seconds.append(result.harness_seconds)
-        if trial.is_kept:
-            last_keep = time.monotonic()
-        aborts = aborts + 1 if trial.label is FailureLabel.HARNESS_ABORT else 0
+            refused = campaign.refusal(proposal)
+            if not refused:
+                return proposal, context
+            campaign.echo(f"      refused before it ran: {refused}")
+            # Nothing changes what it sees until a trial is recorded: with none in flight, it
+            # has nothing new to propose.
+            (self.idle if campaign.flights else self.exhausted).add(spec.name)
+
+    def _finished(self, done: Done) -> None:
+        campaign = self.campaign
+        proposal = campaign.flights[done.key].proposal
+        started = time.monotonic()
+        trial, result = campaign.record(done)
+        self.summary.record_seconds.append(time.monotonic() - started)
+        if proposal.specialist in self.agents:
+            self.agents[proposal.specialist].tell(trial)
+        self._count(trial)
+        self.summary.harness_seconds.append(result.harness_seconds)
+        self.idle.clear()
         campaign.echo(lineage.progress_line(trial, campaign.best))
+        if result.error is not None:
+            raise result.error
+        if trial.is_kept:
+            self.last_keep = time.monotonic()
         if proposal is BASELINE:
             campaign.settle_margin()
-            env = campaign.env
         if trial.decision is Decision.KEEP:
-            exhausted.clear()  # a new kept trial is a new parent to build on
-        if (proposal is BASELINE and aborts) or aborts >= MAX_ABORTS_IN_A_ROW:
-            raise HarnessError(f"the evaluator failed {aborts} time(s) in a row; last: "
+            self.exhausted.clear()  # a new kept trial is a new parent to build on
+        aborted = trial.label is FailureLabel.HARNESS_ABORT
+        self.aborts = self.aborts + 1 if aborted else 0
+        if (proposal is BASELINE and self.aborts) or self.aborts >= MAX_ABORTS_IN_A_ROW:
+            raise HarnessError(f"the evaluator failed {self.aborts} time(s) in a row; last: "
                                f"{trial.excerpt[:300]}")
-        number += 1
-    summary.best = store.best(campaign.campaign_id, env.direction)
-    return summary
+        if aborted and proposal.parent_id and not proposal.retry_of:
+            self.retries.append(campaign.store.load_proposal(trial.run_id))  # e.g. a lost node
+
+    def _count(self, trial: Trial) -> None:
+        self.summary.trials.append(trial)
+        self.summary.labels[trial.verdict] += 1
 
 
 def evaluate_recipe(settings: Settings, run_id: str | None = None,
@@ -343,7 +527,7 @@ def evaluate_recipe(settings: Settings, run_id: str | None = None,
                         _prepared_evaluator(env, settings, echo), echo)
     proposal = Proposal("baseline", "The recipe as it is on disk, measured on its own.", "", None,
                         expected_delta=0.0)
-    trial, _ = campaign.run_one(0, proposal, "Standalone evaluation: no specialist.", run_id)
+    trial = campaign.run_one(0, proposal, "Standalone evaluation: no specialist.", run_id)
     echo(lineage.progress_line(trial, campaign.best))
     return trial
 
@@ -362,6 +546,10 @@ def open_campaign(settings: Settings, echo: Callable[[str], None]) -> Campaign:
         **settings.controls, tags.CONFIRM_SEEDS: ",".join(map(str, env.confirm_seeds))})
     lease = store.acquire_lease(campaign_id, settings.take_over)
     try:
+        waiting = outbox.folder(settings.workdir.resolve(), campaign_id)
+        for pending, written in outbox.flush(waiting, store):
+            echo(f"t{pending.number:04d} was recorded from the outbox, where the last loop left "
+                 f"it" if isinstance(written, Trial) else written)
         for trial, marker in store.recover(campaign_id):
             if marker:
                 reap(marker)

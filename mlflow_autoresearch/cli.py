@@ -105,10 +105,19 @@ def main() -> None:
               show_default=True,
               help="random or optuna: that search strategy proposes every trial, setting the "
                    "knobs of the environment's search_space (the baselines specialists must beat).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trials at once; each holds the profile's `resources` (cores, GPUs) on its "
+                   "own.")
+@click.option("--executor", "executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Where trials run: this machine, or a Ray cluster (the "
+                                      "`ray` extra).")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Ray cluster to run trials on [default: RAY_ADDRESS, else a local Ray started "
+                   "for the campaign].")
 def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_minutes,
         grace_minutes, workdir, keep_run_dirs, specialists, model, base_url, api_key,
         max_cost_usd, price, llm_timeout, llm_retries, max_repairs, take_over, sandbox,
-        lineage_mode, roster, confirm_seeds, strategy) -> None:
+        lineage_mode, roster, confirm_seeds, strategy, workers, executor, ray_address) -> None:
     """Run (or continue) a campaign on ENVIRONMENT: a name under projects/ or a folder path.
 
     Specialists are offline (technique tables, no API key) unless --model names an LLM.
@@ -136,7 +145,7 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
     settings = Settings(environment, profile, trials, tracking_uri, experiment, seed,
                         deadline_minutes, grace_minutes, workdir, keep_run_dirs, llm, names,
                         max_repairs, max_cost_usd, take_over, sandbox, lineage_mode, roster,
-                        confirm_seeds, strategy)
+                        confirm_seeds, strategy, workers, executor, ray_address)
     summary = _guard(lambda: run_campaign(settings, echo=click.echo))
     click.echo(f"\nStopped: {summary.stop_reason}. This run: {len(summary.trials)} trial(s), "
                + ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items())) + ".")

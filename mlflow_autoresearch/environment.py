@@ -30,10 +30,10 @@ _TOP_KEYS = {
     "name", "description", "entry_point", "editable", "protected", "evaluator", "score",
     "min_delta", "seeds", "budgets", "gates", "parameters", "profiles", "specialists",
     "default_profile", "python_path", "limits", "time_basis", "noise_repeats", "noise_z",
-    "confirm_seeds",
+    "confirm_seeds", "resources",
 }
 _PROFILE_KEYS = {"parameters", "seeds", "budgets", "gates", "min_delta", "limits", "time_basis",
-                 "noise_repeats", "noise_z", "confirm_seeds"}
+                 "noise_repeats", "noise_z", "confirm_seeds", "resources"}
 AUTO = "auto"  # `min_delta: auto`: the campaign measures the keep margin from baseline repeats
 # How an evaluator that scores time counts it: CPU seconds of the recipe's process tree, which
 # other work on the machine does not move, or wall seconds (a dedicated machine, a GPU).
@@ -41,6 +41,7 @@ TIME_BASES = ("wall", "cpu")
 # Per-process limits of recipe code (execution/sandbox.py `Limits`); unset ones take its defaults.
 LIMIT_KEYS = ("memory_mb", "processes", "file_mb")
 _BUDGET_KEYS = {"train_seconds", "eval_seconds", "artifact_bytes"}
+RESOURCE_KEYS = ("cpus", "gpus")  # what one trial needs; executors hold a slot of them for it
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class Environment:
     noise_z: float = 2.0
     # A trial that would be kept is re-run on these (disjoint from `seeds`) before it is kept.
     confirm_seeds: tuple[int, ...] = ()
+    cpus: float = 1.0  # `resources`: cores (a fraction shares one) and GPUs one trial needs
+    gpus: int = 0
 
     def child_env(self) -> dict[str, str]:
         """Variables for the recipe's and the evaluator's processes: `python_path` put ahead of
@@ -228,6 +231,7 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
     time_basis = merged.get("time_basis", "wall")
     if time_basis not in TIME_BASES:
         problems.append(f"'time_basis' must be one of {list(TIME_BASES)}, got {time_basis!r}")
+    cpus, gpus = _resources(merged.get("resources") or {}, problems)
     python_path = _python_path(root, merged.get("python_path", []), problems)
     entry_point = merged.get("entry_point")
     _check_mlproject(root, entry_point, parameters, problems)
@@ -261,7 +265,28 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
         noise_repeats=int(repeats) if isinstance(repeats, int) else 3,
         noise_z=float(z) if _number(z) else 2.0,
         confirm_seeds=confirm_seeds,
+        cpus=cpus,
+        gpus=gpus,
     )
+
+
+def _resources(value: Any, problems: list[str]) -> tuple[float, int]:
+    """(cpus, gpus) from `resources: {cpus: 1, gpus: 0}`; both default to those values."""
+    if not isinstance(value, dict):
+        problems.append(f"'resources' must map {list(RESOURCE_KEYS)} to numbers, e.g. "
+                        f"`resources: {{cpus: 1, gpus: 0}}`")
+        return 1.0, 0
+    for key in set(value) - set(RESOURCE_KEYS):
+        problems.append(f"unknown resource {key!r}; allowed: {list(RESOURCE_KEYS)}")
+    cpus, gpus = value.get("cpus", 1), value.get("gpus", 0)
+    if not _positive(cpus):
+        problems.append(f"'resources.cpus' must be a number > 0 (0.25 shares a core four "
+                        f"ways), got {cpus!r}")
+        cpus = 1
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        problems.append(f"'resources.gpus' must be a whole number >= 0, got {gpus!r}")
+        gpus = 0
+    return float(cpus), gpus
 
 
 def _confirm_seeds(value: Any, seeds: list, problems: list[str]) -> tuple[int, ...]:

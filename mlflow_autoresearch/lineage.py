@@ -27,6 +27,7 @@ class LineageView:
     best_children: tuple[Trial, ...]    # every child of the best, failures included
     recent: tuple[Trial, ...]           # all specialists
     mine: tuple[Trial, ...]             # this specialist's own last trials
+    in_flight: tuple[Trial, ...] = ()   # running now (RUNNING runs), any specialist's
 
     @property
     def best(self) -> Trial | None:
@@ -102,6 +103,7 @@ def render_context(view: LineageView, specialist: str, margin: float,
         note = t.excerpt if failed and t.excerpt else t.notes
         if note:
             last.append(f"    notes: {clip(' '.join(note.split()), 160)}")
+    running = in_flight_lines(view)
     nudge = []
     if saturated(visible(view.mine), margin):
         nudge = ["## Saturation warning", "",
@@ -110,9 +112,27 @@ def render_context(view: LineageView, specialist: str, margin: float,
                  f"another kept trial."]
     sections = ["\n".join(head), _cap("\n".join(board), LEADERBOARD_BYTES),
                 _cap("\n".join(knowledge), KNOWLEDGE_BYTES), "\n".join(last)]
+    if running:
+        sections.append(_cap("\n".join(running), KNOWLEDGE_BYTES))
     if nudge:
         sections.append("\n".join(nudge))
     return "\n\n".join(sections) + "\n"
+
+
+def in_flight_lines(view: LineageView) -> list[str]:
+    """The "In flight" section: trials running now, with their parents, so parallel
+    specialists build on each other's open ideas instead of proposing them again."""
+    if not view.in_flight:
+        return []
+    known = {t.run_id: t for t in (*view.leaderboard, *view.best_chain, *view.recent,
+                                   *((view.baseline,) if view.baseline else ()))}
+    lines = ["## In flight (running now: do not propose the same edit on the same parent)", ""]
+    for t in view.in_flight:
+        parent = known.get(t.parent_id or "")
+        on = (f"on t{parent.number:04d}" if parent else
+              f"on run {t.parent_id[:8]}" if t.parent_id else "the baseline")
+        lines.append(f"t{t.number:04d} [{t.specialist}, {on}] {clip(t.hypothesis, 120)}")
+    return lines
 
 
 def blind_view(view: LineageView) -> LineageView:

@@ -177,6 +177,7 @@ class TrialResult:
     recipe_seconds: float     # inside the seeds' processes
     error: BaseException | None = None
     confirmed: bool = False   # the confirmation seeds ran too; the outcome pools both
+    where: dict[str, str] = field(default_factory=dict)  # executor, node, slot: where it ran
 
     @property
     def harness_seconds(self) -> float:

@@ -49,6 +49,10 @@ LINEAGE_PATH = "autoresearch.lineage.path"
 DIFF_SHA = "autoresearch.diff.sha256"
 LEASE_TOKEN = "autoresearch.lease.token"  # the token of the loop that opened the trial
 RETRY_OF = "autoresearch.retry_of"  # the harness_abort trial whose proposal this one re-runs
+EXECUTOR = "autoresearch.executor"  # local | ray: what ran the trial
+NODE = "autoresearch.node"          # the host name, or the Ray node id, it ran on
+SLOT = "autoresearch.slot"          # the local executor's slot (cores, GPUs) it held
+WHERE = {"executor": EXECUTOR, "node": NODE, "slot": SLOT}  # `TrialResult.where` keys -> tags
 PID = "autoresearch.pid"            # the process group running now, "<pgid>@<start ticks>"
 # Written only in the final batch: a run holding LABEL is a recorded trial result.
 LABEL = "autoresearch.label"

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from mlflow_autoresearch.execution.sandbox import bwrap_works
+from mlflow_autoresearch.testing.server import start_mlflow_server
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -95,25 +95,9 @@ def mlflow_server(folder: Path) -> Iterator[str]:
     """`mlflow server` on loopback (one worker, job runner off), its store under `folder`;
     yields its URL and stops it on exit."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-         "--artifacts-destination", str(folder / "server-artifacts")],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                os.killpg(proc.pid, 9)
-                raise RuntimeError("mlflow server did not start within 90 s") from None
-            time.sleep(0.3)
+    proc = start_mlflow_server(folder, port)
     try:
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
@@ -131,3 +115,24 @@ def process_gone(pid: int, seconds: float = 5.0) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
+
+
+def recipe_pids(folder: Path, script: str = "toy.py") -> list[int]:
+    """Processes whose command line runs `script` under `folder` (a trial's leftovers)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            text = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if str(folder) in text and script in text:
+            found.append(int(pid))
+    return found
+
+
+def edit_spec(env_dir: Path, **spec) -> None:
+    """Override top-level keys of an environment copy's `autoresearch.yaml`."""
+    path = env_dir / "autoresearch.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc.update(spec)
+    path.write_text(yaml.safe_dump(doc))

@@ -212,6 +212,9 @@ def test_a_store_fault_while_recording_leaves_no_half_trial(toy_env, store, tmp_
     shown = subprocess.run([sys.executable, "-m", "mlflow_autoresearch.cli", "status",
                             "--tracking-uri", store], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and "1 trial(s); running 1" in shown.stdout, shown.stderr
+    saved = list((tmp_path / "work" / "outbox").rglob("*.pkl"))
+    assert [p.stem for p in saved] == [half.info.run_id]  # the record the store refused
+    saved[0].unlink()  # lost with the machine: recovery still closes the run
     summary, lines = _campaign(toy_env, store, tmp_path, [], trials=1)
     assert "t0000 was left running by a loop that is gone: recorded as harness_abort" in lines[0]
     recovered = s.raw(half.info.run_id)
@@ -219,6 +222,25 @@ def test_a_store_fault_while_recording_leaves_no_half_trial(toy_env, store, tmp_
     check_trial_contract(s, half.info.run_id)
     assert [t.number for t in summary.trials] == [1]
     assert summary.trials[0].decision is Decision.BASELINE
+
+
+def test_a_record_the_store_refused_is_written_from_the_outbox_at_the_next_start(
+        toy_env, store, tmp_path, monkeypatch):
+    class FailingStore(MlflowStore):
+        def _final_batch(self, run_id, metrics, final_tags, step):
+            raise OSError("disk went away")
+
+    monkeypatch.setattr(campaign_module, "MlflowStore", FailingStore)
+    with pytest.raises(StoreError, match="disk went away"):
+        _campaign(toy_env, store, tmp_path, [], trials=0)
+    monkeypatch.undo()
+    summary, lines = _campaign(toy_env, store, tmp_path, [], trials=0)
+    assert lines[0].startswith("t0000 was recorded from the outbox")
+    s = MlflowStore(store)
+    baseline = s.baseline(summary.experiment_id)
+    assert baseline.number == 0 and baseline.decision is Decision.BASELINE
+    check_trial_contract(s, baseline.run_id)
+    assert summary.trials == [] and not list((tmp_path / "work" / "outbox").rglob("*.pkl"))
 
 
 def test_an_interrupted_trial_is_recorded_killed_and_leaves_nothing_behind(toy_env, store,

@@ -31,6 +31,21 @@ def test_context_has_leaderboard_chain_children_and_notes():
     assert text.index("## Leaderboard") < text.index("## Chain") < text.index("## Children")
 
 
+def test_trials_in_flight_are_listed_with_their_parents():
+    base = trial(0, decision=Decision.BASELINE, spec="baseline", score=5.0)
+    best = trial(2, parent="r0", score=4.0, decision=Decision.KEEP, delta=-1.0)
+    running = (Trial("r7", 7, "sched", "longer warmup", "r2", "RUNNING"),
+               Trial("r6", 6, "arch", "wider blocks", "rGONE1234", "RUNNING"))
+    view = LineageView(base, (best, base), (base, best), (), (best,), (), running)
+    text = render_context(view, "opt", 0.1, "score", "minimize")
+    section = text[text.index("## In flight"):]
+    assert "t0007 [sched, on t0002] longer warmup" in section
+    assert "t0006 [arch, on run rGONE123] wider blocks" in section
+    assert "## In flight" not in render_context(
+        LineageView(base, (best, base), (base, best), (), (best,), ()), "opt", 0.1, "score",
+        "minimize")
+
+
 def test_context_sections_are_size_capped():
     many = tuple(trial(n, parent="r0", notes="x" * 300) for n in range(1, 400))
     view = LineageView(trial(0), many[:20], many[:1], many, many, ())

@@ -180,6 +180,20 @@ def test_an_edit_already_tried_on_the_parent_is_sent_back(env, base):
     assert proposal.hypothesis == "Bigger LR." and "+LR = 0.12" in proposal.diff
 
 
+def test_an_edit_running_on_the_parent_now_is_sent_back(env, base):
+    """Parallel trials: another specialist's trial in flight counts as tried."""
+    view, recipes = base
+    same = make_diff(recipes["r0"], {RECIPE: recipes["r0"][RECIPE].replace("= 60", "= 120")})
+    running = Trial("r1", 1, "sched", "hypothesis 1", "r0", "RUNNING", None, None, None,
+                    diff_sha=diff_sha(same))
+    lr = answer("LR = 0.1  # step size", "LR = 0.12  # step size", hypothesis="Bigger LR.")
+    with FakeOpenAI([GOOD, lr]) as server:
+        proposal = agent(server).ask(ctx(env, view, recipes, [running]))
+        assert "this exact edit is running on t0000 now as t0001; propose a different one" in \
+            server.requests[1]["messages"][-1]["content"]
+    assert "+LR = 0.12" in proposal.diff
+
+
 def test_garbage_ends_as_an_unappliable_proposal_carrying_the_raw_answers(env, base):
     view, recipes = base
     with FakeOpenAI([GARBAGE, "Still thinking.", GARBAGE]) as server:

@@ -26,6 +26,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pathlib import Path
 GRACE_SECONDS = 5.0
 SECRET = re.compile(r"API_?KEY|ACCESS_KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 GUARD = Path(__file__).resolve().with_name("_guard.py")
+_pinned = threading.local()  # this thread's slot: variables every child it starts gets
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,18 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
            if not k.startswith("MLFLOW_") and not SECRET.search(k)}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(getattr(_pinned, "env", {}))
     env.update(extra or {})
     return env
+
+
+def pin_thread(cores: tuple[int, ...], variables: dict[str, str]) -> None:
+    """Hold the calling thread, and so every process it starts from now on, to `cores`, and
+    give those processes `variables` (a slot's `CUDA_VISIBLE_DEVICES`). Linux applies an
+    affinity to the calling thread alone and a child inherits its starting thread's, so each
+    concurrent trial, run from its own thread, keeps to its own cores."""
+    os.sched_setaffinity(0, cores)
+    _pinned.env = dict(variables)
 
 
 class Child:

@@ -82,6 +82,14 @@ def children(client: MlflowClient, experiment_id: str, parent_id: str,
     return [trial_from_run(r) for r in runs]
 
 
+def same_edit(client: MlflowClient, experiment_id: str, parent_id: str, sha: str,
+              limit: int = 20) -> list[Trial]:
+    """Children of `parent_id` whose diff has digest `sha`, running ones included."""
+    query = f"{tag_is(tags.MLFLOW_PARENT, parent_id)} and {tag_is(tags.DIFF_SHA, sha)}"
+    return [trial_from_run(r) for r in client.search_runs([experiment_id], query,
+                                                          max_results=limit)]
+
+
 def recent(client: MlflowClient, experiment_id: str, limit: int = RECENT,
            specialist: str | None = None) -> list[Trial]:
     """The newest recorded trials (harness_abort hidden), optionally of one specialist."""

@@ -8,6 +8,11 @@ is a trial in flight, or one a dead loop left half-written, which `recover` turn
 `harness_abort`; queries never count it as a result. Every MLflow or connection fault surfaces as
 one `StoreError` line.
 
+Transient faults (the store down or restarting, HTTP 429 or 5xx, SQLite's "database is locked")
+are retried with backoff for up to `_retry.RETRY_SECONDS` per store call
+(`AUTORESEARCH_STORE_RETRY_SECONDS`; 0 turns retries off), saying so once on stderr; any other
+fault (a missing run, a bad value, another 4xx) fails at once.
+
 Not thread-safe beyond the lease's heartbeat thread: one loop process writes a campaign, and the
 campaign lease (`acquire_lease`) makes sure of it.
 """
@@ -39,6 +44,7 @@ from ..records import (KEPT, Decision, Direction, FailureLabel, Outcome, Proposa
                        TrialResult)
 from . import _search
 from ._lease import Lease, acquire
+from ._retry import BUDGET, Budget, RetryingClient, attempt, retry_seconds
 from ._records import cap, cap_path, quote, trial_from_run
 from ._render import render_evaluation, render_note
 from .base import StoredRun
@@ -53,10 +59,13 @@ _MASKED = (tags.SCORE, tags.DELTA_VS_BEST)  # only a verdict may carry these
 
 
 def _faults_as_store_errors(cls):
-    """Wrap every public method so MLflow and connection faults become one-line StoreErrors."""
+    """Wrap every public method so MLflow and connection faults become one-line StoreErrors, and
+    give each outermost call its retry budget (see `_attempt`)."""
     def wrap(method):
         @functools.wraps(method)
         def wrapped(self, *args, **kwargs):
+            fresh = BUDGET.get() is None
+            token = BUDGET.set(Budget(self.uri, retry_seconds())) if fresh else None
             try:
                 return method(self, *args, **kwargs)
             except AutoresearchError:
@@ -64,6 +73,9 @@ def _faults_as_store_errors(cls):
             except (MlflowException, OSError, sqlite3.Error) as exc:
                 detail = " ".join(str(exc).split()) or type(exc).__name__
                 raise StoreError(f"the tracking store at {self.uri} failed: {detail}") from exc
+            finally:
+                if token is not None:
+                    BUDGET.reset(token)
         return wrapped
     for name, value in list(vars(cls).items()):
         if callable(value) and not name.startswith("_"):
@@ -90,7 +102,7 @@ class MlflowStore:
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = default_uri(tracking_uri)
         _probe(self.uri, must_exist)
-        self.client = MlflowClient(self.uri)
+        self.client = RetryingClient(MlflowClient(self.uri))
         self._leases: dict[str, Lease] = {}
         self._controls: dict[str, dict[str, str]] = {}  # campaign id -> control tags of trials
         self._names: dict[str, str] = {}
@@ -178,8 +190,7 @@ class MlflowStore:
         """Refresh SQLite's planner statistics: MLflow never does, and un-analyzed stores pick
         nested loops that make best-score queries 70x slower at 10,000 runs."""
         if self.uri.startswith("sqlite:///"):
-            with sqlite3.connect(self.uri[len("sqlite:///"):], timeout=20) as db:
-                db.execute("ANALYZE")
+            attempt(_analyze, self.uri[len("sqlite:///"):])
 
     def check_writable(self) -> None:
         """Write a tag on the default experiment and remove it again; StoreError if refused."""
@@ -288,6 +299,13 @@ class MlflowStore:
         self.client.set_tag(run_id, tags.PID, marker)
         self._written[run_id][0][tags.PID] = marker
 
+    def written_tags(self, run_id: str) -> dict[str, str] | None:
+        """The harness tags this store wrote into the trial's run (`create_trial`,
+        `record_processes`), None if it wrote none: what `finish_trial(written=...)` restores
+        when another process finishes the trial (the outbox keeps them with its record)."""
+        found = self._written.get(run_id)
+        return dict(found[0]) if found else None
+
     def find_tampering(self, run_id: str) -> list[str]:
         """Keys that something other than the harness wrote into the trial's run: harness tags
         with another value (or removed), new `autoresearch.*` tags, any metric. Checked by
@@ -303,10 +321,14 @@ class MlflowStore:
 
     def finish_trial(self, run_id: str, number: int, proposal: Proposal, result: TrialResult,
                      decision: Decision | None, delta: float | None,
-                     tampered: list[str] = ()) -> Trial:
+                     tampered: list[str] = (), written: dict[str, str] | None = None) -> Trial:
         """Record the verdict: the recipe as it ran, the evaluation, the logs, then one final
         batch (metrics, then every harness tag rewritten with its value and the label), then the
         run's status: FINISHED, or FAILED for harness_abort, KILLED when the user interrupted.
+
+        `written` are the harness tags of the run (`written_tags`), for a trial another process
+        created; by default this store's own. With neither (no process knows them any more) the
+        run's tags stay as they are, `tampered` or not: none can be told to be ours.
 
         Raises:
             StoreError: the run is no longer RUNNING (a finished run is never rewritten).
@@ -319,14 +341,17 @@ class MlflowStore:
         if run.info.status != "RUNNING":
             raise StoreError(f"t{number:04d} ({run_id}) is already {run.info.status}: a finished "
                              f"run is never rewritten")
-        written = self._written.pop(run_id, ({}, {}))[0]
+        if written is None:
+            written = self.written_tags(run_id)
         verdict = {tags.LABEL, tags.EXCERPT, tags.MLFLOW_NOTE,
                    *([tags.DECISION] if decision else []),
                    *([tags.CONFIRM] if result.confirmed else [])}
-        stray = [k for k in run.data.tags if tampered and (k.startswith(tags.PREFIX) or k in _OURS)
-                 and k not in written and k not in verdict]
-        self._write_verdict(run, number, proposal, result, decision, delta, written, stray,
-                            tampered)
+        stray = [k for k in run.data.tags if tampered and written is not None
+                 and (k.startswith(tags.PREFIX) or k in _OURS) and k not in written
+                 and k not in verdict]
+        self._write_verdict(run, number, proposal, result, decision, delta, written or {},
+                            stray, tampered)
+        self._written.pop(run_id, None)  # only now: a failed write leaves it for the outbox
         return self.get_trial(run_id)
 
     def _write_verdict(self, run, number: int, proposal: Proposal, result: TrialResult,
@@ -368,6 +393,7 @@ class MlflowStore:
             final[tags.DECISION] = decision.value
         if result.confirmed:
             final[tags.CONFIRM] = "passed" if decision in KEPT else "failed"
+        final.update({tags.WHERE[k]: v for k, v in result.where.items()})
         self._final_batch(run_id, metrics, final, step)
         self.client.set_terminated(run_id, _status(outcome.label, result.killed))
 
@@ -444,6 +470,7 @@ class MlflowStore:
                                                  best.info.run_id, 50)) if best else (),
             recent=tuple(recent),
             mine=tuple(mine),
+            in_flight=tuple(self.in_flight(campaign_id)),
         )
 
     def leaderboard(self, campaign_id: str, direction: Direction, limit: int = 20) -> list[Trial]:
@@ -465,6 +492,15 @@ class MlflowStore:
     def pending_retries(self, campaign_id: str) -> list[Trial]:
         return _search.pending_retries(self.client, campaign_id)
 
+    def same_edit(self, campaign_id: str, parent_id: str, sha: str) -> list[Trial]:
+        """Trials that ran (or run now) the edit with digest `sha` on `parent_id`."""
+        return _search.same_edit(self.client, campaign_id, parent_id, sha)
+
+    def in_flight(self, campaign_id: str) -> list[Trial]:
+        """Trials running now (RUNNING runs), newest first."""
+        runs = _search.running(self.client, campaign_id)
+        return sorted((trial_from_run(r) for r in runs), key=lambda t: -t.start_time)
+
     def llm_spend(self, campaign_id: str) -> float:
         return _search.llm_spend(self.client, campaign_id)
 
@@ -479,9 +515,14 @@ def default_uri(tracking_uri: str | None) -> str:
     return tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def _analyze(path: str) -> None:
+    with sqlite3.connect(path, timeout=20) as db:
+        db.execute("ANALYZE")
+
+
 def _probe(uri: str, must_exist: bool) -> None:
-    """Fail in seconds, with one line, when the store is not there (MLflow's own HTTP retries
-    take minutes to give up; they stay on for faults during a campaign)."""
+    """Fail in seconds, with one line, when the store is not there at start (a campaign's later
+    faults are retried, see `_attempt`)."""
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from .. import tags
+from ..diffs import diff_sha
 from ..environment import Environment
 from ..errors import AutoresearchError, LeaseError, StoreError
 from ..records import (Decision, Direction, FailureLabel, Outcome, Proposal, Trial,
@@ -138,6 +139,25 @@ class TrialStoreContract:
         assert store.load_recipe(run_id, tuple(RECIPE)) == RECIPE
         with pytest.raises(StoreError, match="never rewritten"):
             store.finish_trial(run_id, 0, proposal, _result(FailureLabel.CRASH), None, None)
+
+    def test_trials_in_flight_and_the_same_edit_are_found(self, store, env, campaign):
+        base = self._trial(store, env, campaign, 0, FailureLabel.OK, 3.0,
+                           decision=Decision.BASELINE)
+        proposal = Proposal("opt", "running", DIFF, base.run_id)
+        running = store.create_trial(campaign, env, 1, proposal, "context")
+        assert [t.run_id for t in store.in_flight(campaign)] == [running]
+        found = store.same_edit(campaign, base.run_id, diff_sha(DIFF))
+        assert [(t.run_id, t.label) for t in found] == [(running, None)]
+        assert store.same_edit(campaign, base.run_id, diff_sha(DIFF.replace("2", "3"))) == []
+        store.finish_trial(running, 1, proposal, _result(FailureLabel.OK, 2.0,
+                           where={"executor": "local", "node": "here", "slot": "1"}),
+                           Decision.KEEP, -1.0)
+        assert store.in_flight(campaign) == []
+        assert [t.label for t in store.same_edit(campaign, base.run_id, diff_sha(DIFF))] == [
+            FailureLabel.OK]
+        written = store.raw(running).tags
+        assert (written[tags.EXECUTOR], written[tags.NODE], written[tags.SLOT]) == (
+            "local", "here", "1")
 
     def test_failed_trials_carry_no_score_and_aborts_are_failed_runs(self, store, env, campaign):
         base = self._trial(store, env, campaign, 0, FailureLabel.OK, 3.0, decision=Decision.BASELINE)

@@ -170,8 +170,9 @@ class LLMAgent:
                  if c.diff_sha == diff_sha(diff) and c.label is not FailureLabel.HARNESS_ABORT]
         if tried:
             t = tried[0]
-            raise EditError(f"this exact edit was already tried on {ref(draft.parent)} as "
-                            f"{ref(t)} ({t.verdict}); propose a different one.")
+            when = (f"is running on {ref(draft.parent)} now as {ref(t)}" if t.label is None
+                    else f"was already tried on {ref(draft.parent)} as {ref(t)} ({t.verdict})")
+            raise EditError(f"this exact edit {when}; propose a different one.")
 
     def _proposal(self, draft: _Draft, reply: Reply, failed: str, attempts: int,
                   usage: Usage, seconds: float, artifacts: dict[str, str]) -> Proposal:

@@ -43,6 +43,14 @@ def knob_proposal(ctx: AgentContext, name: str, values: dict[str, Any],
                     f"{name} search over {len(values)} knobs")
 
 
+def tried_as(ctx: AgentContext, proposal: Proposal) -> Trial | None:
+    """The trial that ran (or runs now) this very edit on the baseline, if any: a harness
+    fault is not a point measured."""
+    sha = diff_sha(proposal.diff)
+    return next((t for t in ctx.children(proposal.parent_id) if t.diff_sha == sha
+                 and t.label is not FailureLabel.HARNESS_ABORT), None)
+
+
 @dataclass
 class RandomSearch:
     """Draws every knob independently and uniformly (log-uniformly on a log scale)."""
@@ -56,9 +64,10 @@ class RandomSearch:
         for _ in range(MAX_DRAWS):
             values = {k.name: fitted(k, draw(k, rng)) for k in self.knobs}
             proposal = knob_proposal(ctx, self.name, values, "random draw")
-            if proposal is not None:
+            if proposal is not None and tried_as(ctx, proposal) is None:
                 return proposal
-        raise ProposalError(f"{self.name}: {MAX_DRAWS} draws all matched the baseline")
+        raise ProposalError(f"{self.name}: {MAX_DRAWS} draws all matched the baseline or a "
+                            f"point already tried")
 
     def tell(self, trial: Trial) -> None:
         """Random search learns nothing."""
@@ -100,11 +109,19 @@ class OptunaSearch:
             asked = self.study.ask(self.distributions)
             values = {k.name: fitted(k, asked.params[k.name]) for k in self.knobs}
             proposal = knob_proposal(ctx, self.name, values, "TPE proposal")
-            if proposal is not None:
+            if proposal is None:
+                self.study.tell(asked, ctx.view.baseline.score)  # the baseline's own point
+                continue
+            seen = tried_as(ctx, proposal)
+            if seen is None:
                 self.pending[diff_sha(proposal.diff)] = asked
                 return proposal
-            self.study.tell(asked, ctx.view.baseline.score)  # the baseline's own point
-        raise ProposalError(f"{self.name}: {MAX_DRAWS} proposals all matched the baseline")
+            if seen.label is FailureLabel.OK:  # a point measured already: its score again
+                self.study.tell(asked, seen.score)
+            else:  # failed, or running now (its score unknown yet)
+                self.study.tell(asked, state=optuna.trial.TrialState.FAIL)
+        raise ProposalError(f"{self.name}: {MAX_DRAWS} proposals all matched the baseline or "
+                            f"a point already tried")
 
     def tell(self, trial: Trial) -> None:
         """Tell Optuna how the trial ended: its score, or failed. A harness fault is not the

@@ -3,7 +3,8 @@
 Edits of the knobs below give every label the harness must record: MODE = "crash" raises,
 "hang" sleeps past any budget, "nan" predicts NaN, "tamper" finds the tracking store at STORE and
 writes its own verdict, number and score into its running trial; too few STEPS misses the gate.
-"environ" saves the names of its environment variables to `environ.json` in its output folder.
+"environ" saves the names of its environment variables to `environ.json` in its output folder,
+and the cores it may run on to `cores.json`.
 """
 
 import argparse
@@ -45,6 +46,7 @@ def main() -> None:
         tamper(STORE)
     if MODE == "environ":
         (Path(args.out_dir) / "environ.json").write_text(json.dumps(sorted(os.environ)))
+        (Path(args.out_dir) / "cores.json").write_text(json.dumps(sorted(os.sched_getaffinity(0))))
     np.save(Path(args.out_dir) / "predictions.npy", preds)
     (Path(args.out_dir) / "result.json").write_text(json.dumps({"mse": 0.0}))
 
