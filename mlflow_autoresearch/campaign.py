@@ -16,7 +16,6 @@ after.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import statistics
 import time
 from collections import Counter
@@ -38,7 +37,8 @@ from .execution.executors import Done, Executor, Job, LocalExecutor, lost, slots
 from .execution.process import reap
 from .execution.sandbox import BWRAP, for_environment
 from .execution.sandbox import choose as choose_sandbox
-from .records import KEPT, Decision, FailureLabel, Outcome, Proposal, Trial, TrialResult
+from .records import (Decision, FailureLabel, Outcome, Proposal, Trial, TrialResult,
+                      WouldKeep)
 from .store import Lease, MlflowStore, TrialStore, outbox
 
 BASELINE = Proposal("baseline", "The unmodified recipe, measured as the baseline.", "", None,
@@ -138,7 +138,7 @@ class Campaign:
         self.flights[run_id] = Flight(number, proposal, is_baseline)
         scratch = self.settings.workdir.resolve() / "runs" / f"t{number:04d}-{run_id[:8]}"
         return Job(run_id, self.env, proposal, parent, scratch, self.settings.keep_run_dirs,
-                   functools.partial(confirms, self.env, best, is_baseline),
+                   WouldKeep(self.env.direction, best.score if best else None, self.env.min_delta),
                    lambda group: self.store.record_processes(run_id, group.marker))
 
     def record(self, done: Done) -> tuple[Trial, TrialResult]:
@@ -306,12 +306,6 @@ def unconfirmed(env: Environment, outcome: Outcome, best: Trial) -> str:
     return (f"confirmation failed: {search:.6g} on the search seeds beat the best "
             f"{best.score:.6g}, but {confirm:.6g} on the confirmation seeds {seeds} pools to "
             f"{outcome.score:.6g}, which does not beat it by more than {env.min_delta:.4g}")
-
-
-def confirms(env: Environment, best: Trial | None, is_baseline: bool, outcome: Outcome) -> bool:
-    """Whether an outcome would be kept against `best` and so deserves the confirmation seeds
-    (a module function, so a job that carries it can be shipped to another machine)."""
-    return decide(env, outcome, best, is_baseline)[0] in KEPT
 
 
 def wait(executor: Executor, keys: set[str]) -> list[Done]:

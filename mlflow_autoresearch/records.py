@@ -64,6 +64,21 @@ class Direction(str, enum.Enum):
 
 KEPT = (Decision.BASELINE, Decision.KEEP)  # decisions that make a trial a parent and a best
 
+
+@dataclass(frozen=True)
+class WouldKeep:
+    """The keep rule as a value a job carries to wherever it runs: true for an ok outcome that
+    beats `best` by more than `margin` (any ok outcome while there is no best), the trials worth
+    the confirmation seeds."""
+
+    direction: Direction
+    best: float | None
+    margin: float
+
+    def __call__(self, outcome: Outcome) -> bool:
+        return outcome.label is FailureLabel.OK and (
+            self.best is None or self.direction.better(outcome.score, self.best, self.margin))
+
 EXCERPT_CHARS = 2000
 
 

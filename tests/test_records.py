@@ -1,8 +1,10 @@
 import math
+import pickle
 
 import pytest
 
-from mlflow_autoresearch.records import Decision, Direction, FailureLabel, Outcome, Proposal
+from mlflow_autoresearch.records import (Decision, Direction, FailureLabel, Outcome, Proposal,
+                                         WouldKeep)
 
 
 def test_failure_codes_never_change():
@@ -51,3 +53,13 @@ def test_direction_margin():
     assert Direction.MAXIMIZE.better(0.3, 0.2, 0.05)
     assert not Direction.MAXIMIZE.better(0.2, 0.2)
     assert Decision("keep") is Decision.KEEP
+
+
+def test_would_keep_is_the_keep_rule_as_a_value():
+    ok = Outcome(FailureLabel.OK, score=1.0)
+    assert WouldKeep(Direction.MINIMIZE, None, 0.1)(ok)  # no best yet: any ok outcome
+    assert WouldKeep(Direction.MINIMIZE, 1.2, 0.1)(ok)
+    assert not WouldKeep(Direction.MINIMIZE, 1.05, 0.1)(ok)  # inside the margin
+    assert WouldKeep(Direction.MAXIMIZE, 0.8, 0.1)(ok)
+    assert not WouldKeep(Direction.MINIMIZE, None, 0.1)(Outcome(FailureLabel.CRASH))
+    assert pickle.loads(pickle.dumps(WouldKeep(Direction.MAXIMIZE, 0.8, 0.1)))(ok)

@@ -34,8 +34,8 @@ def unrecorded(group: Group) -> None:
 class Job:
     """One trial to run: what `run_trial` needs, keyed by the trial's run id.
 
-    `confirm_if` must be picklable (a module-level function or a partial of one) for executors
-    that ship jobs to other machines. `on_start` records each process group before it starts;
+    `confirm_if` must be picklable (e.g. `records.WouldKeep`) for executors that ship jobs to
+    other machines. `on_start` records each process group before it starts;
     executors call it on the thread that polls them, and only where the group runs on this
     machine (elsewhere the executor itself reaps what a dead coordinator leaves).
     """

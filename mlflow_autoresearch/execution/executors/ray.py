@@ -146,7 +146,10 @@ def _run_on_node(payload: bytes, job: Job, sandbox_kind: str) -> TrialResult:
             unpacking.rename(root)
         env = on_node(job.env, root)
         evaluator = CommandEvaluator(env, base / "data", for_environment(sandbox_kind, env))
-        evaluator.prepare(base / "logs")
+        prepared = root / f".prepared-{env.profile}"
+        if not prepared.exists():  # idempotent, but a process per trial is overhead
+            evaluator.prepare(base / "logs")
+            prepared.touch()
     run_dir = base / "runs" / job.run_dir.name
     result = run_trial(env, job.proposal, job.parent_recipe, evaluator, run_dir,
                        evaluator.sandbox, keep_run_dir=job.keep_run_dir,
