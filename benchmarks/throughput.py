@@ -66,7 +66,8 @@ def sleepy_env(folder: Path) -> Path:
 
 
 def sleeper(trials: int, seconds: float) -> ScriptedAgent:
-    script = [(f"sleep {i}", replace_in("recipe/toy.py", "SLEEP = 0.0", f"SLEEP = {seconds}  # {i}"))
+    script = [(f"sleep {i}",
+               replace_in("recipe/toy.py", "SLEEP = 0.0", f"SLEEP = {seconds}  # {i}"))
               for i in range(trials)]
     return ScriptedAgent("opt", script)
 

@@ -360,9 +360,13 @@ def run_campaign(settings: Settings, agents: dict[str, Agent] | None = None,
 def make_executor(settings: Settings, campaign: Campaign) -> Executor:
     """The executor `settings` name, with `settings.workers` slots."""
     if settings.executor == "ray":
-        from .execution.executors.ray import RayExecutor  # the `ray` extra: imported only when asked for
-        return RayExecutor(campaign.env, settings.workers, settings.workdir.resolve(),
-                           campaign.evaluator.sandbox.kind, settings.ray_address)
+        try:  # the `ray` extra: imported only when asked for
+            from .execution.executors.ray import RayExecutor
+        except ImportError as exc:
+            raise HarnessError(f"--executor ray needs Ray ({exc}): pip install "
+                               f"'mlflow-autoresearch[ray]', or use --executor local") from None
+        return RayExecutor(campaign.env, settings.workers, campaign.evaluator.sandbox.kind,
+                           settings.ray_address)
     return LocalExecutor(campaign.evaluator, slots.plan(campaign.env, settings.workers))
 
 

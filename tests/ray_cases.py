@@ -54,9 +54,8 @@ class TestRayExecutor(ExecutorContract):
         return load_environment(str(toy_env), "tiny")
 
     @pytest.fixture
-    def make_executor(self, cluster, tmp_path):
-        return lambda env, slots: RayExecutor(env, slots, tmp_path / "work", "none",
-                                              cluster[0].address)
+    def make_executor(self, cluster):
+        return lambda env, slots: RayExecutor(env, slots, "none", cluster[0].address)
 
 
 def test_every_ray_node_reports_loopback(cluster):

@@ -11,8 +11,9 @@ from mlflow_autoresearch.errors import HarnessError
 from mlflow_autoresearch.execution import CommandEvaluator
 from mlflow_autoresearch.execution.executors.local import LocalExecutor
 from mlflow_autoresearch.execution.sandbox import choose, for_environment
-from mlflow_autoresearch.execution.executors.slots import plan
-from mlflow_autoresearch.testing.executor_contract import ExecutorContract
+from mlflow_autoresearch.execution.executors.slots import Slot, plan
+from mlflow_autoresearch.records import FailureLabel
+from mlflow_autoresearch.testing.executor_contract import ExecutorContract, collect, job
 
 
 class TestLocalExecutor(ExecutorContract):
@@ -66,3 +67,16 @@ def test_gpus_are_split_and_hidden_from_slots_that_need_none(toy_env):
     assert plan(_env(toy_env), 2, cores=[0, 1], gpus=[])[0].variables() == {}
     with pytest.raises(HarnessError, match="needs 4 GPU"):
         plan(_env(toy_env, gpus=2), 2, cores=[0, 1], gpus=["0", "1"])
+
+
+def test_a_slot_that_fails_before_its_trial_still_answers(toy_env, tmp_path):
+    """A fault in the worker thread itself (here: a core that does not exist) comes back as
+    the job's harness_abort, so the loop never waits for a job forever."""
+    env = load_environment(str(toy_env), "tiny")
+    evaluator = CommandEvaluator(env, tmp_path / "data", for_environment("none", env))
+    executor = LocalExecutor(evaluator, [Slot(0, (4096,))])
+    executor.submit(job(env, tmp_path, "nowhere"))
+    done = collect(executor, {"nowhere"})["nowhere"]
+    assert done.result.outcome.label is FailureLabel.HARNESS_ABORT
+    assert "harness error in slot 0" in done.result.outcome.excerpt
+    assert isinstance(done.result.error, OSError)

@@ -20,7 +20,7 @@ from ...records import FailureLabel, Outcome, TrialResult
 from ..engine import run_trial
 from ..evaluator import Evaluator
 from ..process import Group, kill_group, pin_thread
-from .base import Done, Job
+from .base import Done, Job, lost
 from .slots import Slot
 
 HOST = socket.gethostname()
@@ -105,11 +105,16 @@ class LocalExecutor:
             self.poll(0.2)
 
     def _work(self, running: _Running) -> None:
+        """A worker thread's whole life: one job, always answered with a `Done`."""
         job, slot = running.job, running.slot
-        pin_thread(slot.cores, slot.variables())
-        result = run_trial(job.env, job.proposal, job.parent_recipe, self.evaluator, job.run_dir,
-                           self.evaluator.sandbox, lambda group: self._started(job.key, group),
-                           job.keep_run_dir, job.confirm_if)
+        try:
+            pin_thread(slot.cores, slot.variables())
+            result = run_trial(job.env, job.proposal, job.parent_recipe, self.evaluator,
+                               job.run_dir, self.evaluator.sandbox,
+                               lambda group: self._started(job.key, group), job.keep_run_dir,
+                               job.confirm_if)
+        except BaseException as exc:  # noqa: BLE001 - the loop waits for every job it started
+            result = lost(job, f"harness error in slot {slot.index}: {exc!r}", exc)
         where = {"executor": self.name, "node": HOST, "slot": str(slot.index)}
         self._events.put(Done(job.key, dataclasses.replace(result, where=where)))
 

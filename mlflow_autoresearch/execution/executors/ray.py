@@ -42,7 +42,7 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, env: Environment, workers: int, workdir: Path, sandbox_kind: str,
+    def __init__(self, env: Environment, workers: int, sandbox_kind: str,
                  address: str | None = None):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         address = address or os.environ.get("RAY_ADDRESS")
@@ -53,7 +53,7 @@ class RayExecutor:
         _check_fits(env)
         self.slots = workers
         self._bundle = ray.put(bundle(env))
-        self._env, self._workdir, self._kind = env, workdir, sandbox_kind
+        self._kind = sandbox_kind
         self._remote = ray.remote(_run_on_node).options(
             num_cpus=env.cpus, num_gpus=env.gpus, max_retries=0, retry_exceptions=False)
         self._tasks: dict[str, tuple[ray.ObjectRef, Job]] = {}
