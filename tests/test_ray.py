@@ -23,14 +23,15 @@ CASES = ["TestRayExecutor or loopback or lost_node", "sigkill"]
 
 def _netns_works() -> bool:
     try:
-        return subprocess.run(["unshare", "-n", "true"], capture_output=True,
-                              timeout=30).returncode == 0
+        return subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"],
+                              capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 
 
 needs_netns = pytest.mark.skipif(not _netns_works() and not os.environ.get("CI"),
-                                 reason="needs `unshare -n` (root) for an isolated network")
+                                 reason="needs `unshare -n` (root) and `ip` for an isolated "
+                                        "network")
 
 
 @needs_netns
