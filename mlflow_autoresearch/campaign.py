@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from . import lineage, tags
 from .agents import Agent, AgentContext, default_roster
@@ -97,6 +98,30 @@ class Summary:
     record_seconds: list[float] = field(default_factory=list)  # finished job -> recorded trial
 
 
+class Watcher(Protocol):
+    """A display of trials in flight (`progress.Progress`); `phase` may be called from any
+    thread."""
+
+    def started(self, key: str, number: int, specialist: str) -> None: ...
+
+    def phase(self, key: str, text: str, budget: float) -> None: ...
+
+    def finished(self, key: str, best: float | None) -> None: ...
+
+
+class Unwatched:
+    """No display."""
+
+    def started(self, key: str, number: int, specialist: str) -> None:
+        pass
+
+    def phase(self, key: str, text: str, budget: float) -> None:
+        pass
+
+    def finished(self, key: str, best: float | None) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Flight:
     """A trial started and not yet recorded."""
@@ -122,6 +147,7 @@ class Campaign:
     best: Trial | None = None  # the best once the last trial was recorded
     margin_source: str = ""    # spec | measured; "" while `min_delta: auto` is not measured yet
     flights: dict[str, Flight] = field(default_factory=dict)  # run id -> a trial in flight
+    watcher: Watcher = field(default_factory=Unwatched)
 
     def start(self, number: int, proposal: Proposal, context: str,
               run_id: str | None = None) -> Job:
@@ -136,10 +162,12 @@ class Campaign:
         is_baseline = proposal.parent_id is None
         best = self.store.best(self.campaign_id, self.env.direction) if self.lease else None
         self.flights[run_id] = Flight(number, proposal, is_baseline)
+        self.watcher.started(run_id, number, proposal.specialist)
         scratch = self.settings.workdir.resolve() / "runs" / f"t{number:04d}-{run_id[:8]}"
         return Job(run_id, self.env, proposal, parent, scratch, self.settings.keep_run_dirs,
                    WouldKeep(self.env.direction, best.score if best else None, self.env.min_delta),
-                   lambda group: self.store.record_processes(run_id, group.marker))
+                   lambda group: self.store.record_processes(run_id, group.marker),
+                   lambda text, budget: self.watcher.phase(run_id, text, budget))
 
     def record(self, done: Done) -> tuple[Trial, TrialResult]:
         """Record a finished job's verdict against the best at record time; its `error` (a
@@ -148,6 +176,7 @@ class Campaign:
         Raises StoreError or LeaseError when recording itself fails.
         """
         flight, result, run_id = self.flights.pop(done.key), done.result, done.key
+        self.watcher.phase(run_id, "recording", 0.0)
         tampered = self.store.find_tampering(run_id)
         if tampered and result.outcome.label is not FailureLabel.HARNESS_ABORT:
             result = dataclasses.replace(result, outcome=Outcome(
@@ -173,6 +202,7 @@ class Campaign:
         if flight.is_baseline and trial.label is not FailureLabel.HARNESS_ABORT:
             self.baseline = trial
         self.best = trial if trial.is_kept else best
+        self.watcher.finished(run_id, self.best.score if self.best else None)
         return trial, result
 
     @property
@@ -333,7 +363,8 @@ def abandon(executor: Executor, keys: set[str], cause: BaseException) -> list[Do
 
 
 def run_campaign(settings: Settings, agents: dict[str, Agent] | None = None,
-                 echo: Callable[[str], None] = print) -> Summary:
+                 echo: Callable[[str], None] = print,
+                 watcher: Watcher | None = None) -> Summary:
     """Run (or continue) a campaign. Returns what this invocation did.
 
     Raises:
@@ -344,6 +375,7 @@ def run_campaign(settings: Settings, agents: dict[str, Agent] | None = None,
             and the spec disagree, or the executor cannot hold `--workers` trials.
     """
     campaign = open_campaign(settings, echo)
+    campaign.watcher = watcher or Unwatched()
     executor = None
     try:
         agents = agents if agents is not None else default_roster(
@@ -522,7 +554,7 @@ def evaluate_recipe(settings: Settings, run_id: str | None = None,
             settings.experiment or f"autoresearch/{env.name}/evaluations", env,
             tags.EVALUATIONS_KIND)
     campaign = Campaign(env, settings, store, experiment_id, "standalone",
-                        _prepared_evaluator(env, settings, echo), echo)
+                        prepared_evaluator(env, settings, echo), echo)
     proposal = Proposal("baseline", "The recipe as it is on disk, measured on its own.", "", None,
                         expected_delta=0.0)
     trial = campaign.run_one(0, proposal, "Standalone evaluation: no specialist.", run_id)
@@ -554,7 +586,7 @@ def open_campaign(settings: Settings, echo: Callable[[str], None]) -> Campaign:
             echo(f"t{trial.number:04d} was left running by a loop that is gone: recorded as "
                  f"{trial.verdict}")
         store.analyze()
-        evaluator = _prepared_evaluator(env, settings, echo)
+        evaluator = prepared_evaluator(env, settings, echo)
         baseline = store.baseline(campaign_id)
         env, source = _margin(env, store, campaign_id)
     except BaseException:
@@ -585,7 +617,7 @@ def _margin(env: Environment, store: TrialStore, campaign_id: str) -> tuple[Envi
     return env, "spec"
 
 
-def _prepared_evaluator(env: Environment, settings: Settings,
+def prepared_evaluator(env: Environment, settings: Settings,
                         echo: Callable[[str], None]) -> CommandEvaluator:
     """The environment's evaluator, its data prepared, with the sandbox `settings` asks for."""
     kind, problem = choose_sandbox(settings.sandbox)

@@ -19,6 +19,9 @@ from .agents.llm import ClientSettings
 from .agents.roster import ROSTERS
 from .agents.strategies import STRATEGIES
 from .campaign import Settings, evaluate_recipe, run_campaign
+from .progress import Progress
+from .recipes import PATCH_FILE, export, replay
+from .report.publish import compare_campaigns, publish
 from .doctor import FAIL, OK, run_checks
 from .environment import load_environment, shipped_environments
 from .errors import AutoresearchError
@@ -114,10 +117,15 @@ def main() -> None:
 @click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
               help="Ray cluster to run trials on [default: RAY_ADDRESS, else a local Ray started "
                    "for the campaign].")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the summary (no trial lines, no "
+              "live view).")
+@click.option("--no-report", is_flag=True, help="Do not write the campaign's report run at the "
+              "end (`autoresearch report` writes it any time).")
 def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_minutes,
         grace_minutes, workdir, keep_run_dirs, specialists, model, base_url, api_key,
         max_cost_usd, price, llm_timeout, llm_retries, max_repairs, take_over, sandbox,
-        lineage_mode, roster, confirm_seeds, strategy, workers, executor, ray_address) -> None:
+        lineage_mode, roster, confirm_seeds, strategy, workers, executor, ray_address, quiet,
+        no_report) -> None:
     """Run (or continue) a campaign on ENVIRONMENT: a name under projects/ or a folder path.
 
     Specialists are offline (technique tables, no API key) unless --model names an LLM.
@@ -146,7 +154,10 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
                         deadline_minutes, grace_minutes, workdir, keep_run_dirs, llm, names,
                         max_repairs, max_cost_usd, take_over, sandbox, lineage_mode, roster,
                         confirm_seeds, strategy, workers, executor, ray_address)
-    summary = _guard(lambda: run_campaign(settings, echo=click.echo))
+    with Progress(quiet=quiet) as progress:
+        summary = _guard(lambda: run_campaign(settings, echo=progress.line, watcher=progress))
+    if not no_report:
+        _report(tracking_uri, summary.experiment_id)
     click.echo(f"\nStopped: {summary.stop_reason}. This run: {len(summary.trials)} trial(s), "
                + ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items())) + ".")
     if summary.harness_seconds:
@@ -254,6 +265,91 @@ def lineage_cmd(run_id, tracking_uri) -> None:
     _guard(show)
 
 
+@main.command("report")
+@_URI
+@click.option("--experiment", default=None, help="The campaign [default: every campaign in "
+              "the store].")
+def report_cmd(tracking_uri, experiment) -> None:
+    """Write each campaign's report run (figures, report.md, lineage.html, best_score)."""
+    def write():
+        store = MlflowStore(tracking_uri, must_exist=True)
+        campaigns = store.campaigns(experiment)
+        if not campaigns:
+            raise click.ClickException(f"there is no campaign {experiment!r} in {store.uri}"
+                                       if experiment else f"no campaigns in {store.uri} yet")
+        for exp_id, name in campaigns:
+            written = publish(store, exp_id)
+            click.echo(f"{name}: report run {written.run_id} ({written.trials} trial(s), best "
+                       f"{written.best_text}); artifacts under report/")
+    _guard(write)
+
+
+@main.command()
+@click.argument("experiments", nargs=-1, required=True)
+@_URI
+@click.option("--out", type=click.Path(path_type=Path), default=Path("compare.png"),
+              show_default=True, help="Where to write the side-by-side plot.")
+def compare(experiments, tracking_uri, out) -> None:
+    """Put campaigns side by side: one table and one plot (best at each trial count, keeps,
+    labels)."""
+    def show():
+        store = MlflowStore(tracking_uri, must_exist=True)
+        click.echo(compare_campaigns(store, list(experiments), out))
+        click.echo(f"Plot: {out}")
+    _guard(show)
+
+
+@main.command("export")
+@click.argument("run_id")
+@click.argument("dest", type=click.Path(path_type=Path))
+@_URI
+@click.option("--environment", default=None, help="The environment folder the trial ran "
+              "[default: the one its campaign names].")
+def export_cmd(run_id, dest, tracking_uri, environment) -> None:
+    """Write trial RUN_ID's recipe into DEST as a runnable copy of its environment, with
+    lineage.patch: the diffs from the baseline, in order (`git apply` applies them)."""
+    def write():
+        store = MlflowStore(tracking_uri, must_exist=True)
+        chain = export(store, run_id, dest, environment)
+        click.echo(f"Wrote t{chain[-1].number:04d}'s environment to {dest}, and "
+                   f"{dest / PATCH_FILE}: {len(chain) - 1} step(s) from the baseline "
+                   f"t{chain[0].number:04d}.")
+    _guard(write)
+
+
+@main.command("replay")
+@click.argument("run_id")
+@_URI
+@click.option("--seeds", default=None, metavar="S1,S2,...",
+              help="Seeds to measure on [default: the profile's].")
+@click.option("--profile", default=None, help="Profile [default: the trial's].")
+@click.option("--environment", default=None, help="The environment folder the trial ran "
+              "[default: the one its campaign names].")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".autoresearch"),
+              envvar="AUTORESEARCH_WORKDIR", show_default=True,
+              help="Data cache and scratch directories.")
+@_SANDBOX
+def replay_cmd(run_id, tracking_uri, seeds, profile, environment, workdir, sandbox) -> None:
+    """Measure trial RUN_ID's recipe again, from MLflow alone, as a new run in its campaign
+    (tag autoresearch.replay_of; never a trial or a keep); print both scores."""
+    try:
+        chosen = tuple(int(x) for x in seeds.split(",") if x.strip()) if seeds else ()
+    except ValueError:
+        raise click.BadParameter("seeds are integers, comma-separated: --seeds 3,4,5",
+                                 param_hint="--seeds") from None
+    settings = Settings(environment or "", profile, 0, tracking_uri, workdir=workdir,
+                        sandbox=sandbox)
+    done = _guard(lambda: replay(settings, run_id, chosen, environment, echo=click.echo))
+    trial, new = done.trial, done.result.outcome
+    old = f"{trial.score:.6g}" if trial.score is not None else trial.verdict
+    now = f"{new.score:.6g}" if new.score is not None else new.label.tag
+    click.echo(f"t{trial.number:04d} ({trial.specialist}): recorded {old}; replay {now} on "
+               f"seeds {list(done.env.seeds)} ({done.env.profile}). Replay run {done.run_id}.")
+    if new.score is not None and trial.score is not None:
+        click.echo(f"Difference: {new.score - trial.score:+.4g} "
+                   f"({(new.score - trial.score) / abs(trial.score) * 100 if trial.score else 0:+.2f}%).")
+
+
 @main.command()
 def envs() -> None:
     """The environments that ship with the package (use one by name, or any folder by path)."""
@@ -284,6 +380,18 @@ def doctor(tracking_uri, workdir, sandbox) -> None:
             click.echo(f"{'':<5} {'':<{width}}  fix: {check.fix}")
     if any(c.status == FAIL for c in checks):
         sys.exit(1)
+
+
+def _report(tracking_uri: str | None, experiment_id: str) -> None:
+    """The report run at the end of `run`; a failure here is a warning, never the campaign's."""
+    try:
+        written = publish(MlflowStore(tracking_uri), experiment_id)
+    except AutoresearchError as exc:
+        click.echo(f"WARNING: the report was not written ({exc}); run `autoresearch report`.",
+                   err=True)
+        return
+    click.echo(f"Report: run {written.run_id} in the campaign (report/report.md, "
+               f"report/lineage.html).")
 
 
 def _guard(action):

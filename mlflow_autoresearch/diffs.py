@@ -37,3 +37,12 @@ def diff_lines(diff: str) -> int:
     except unidiff.UnidiffParseError:
         return 0
     return sum(f.added + f.removed for f in patch)
+
+
+def files_named(diff: str) -> list[str]:
+    """The target paths a diff names (prefix `b/` dropped); none for one that does not parse."""
+    try:
+        patch = unidiff.PatchSet(diff)
+    except unidiff.UnidiffParseError:
+        return []
+    return sorted({f.path for f in patch})

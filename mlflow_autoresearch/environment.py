@@ -8,6 +8,7 @@ the README ("Environment spec").
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import os
 from collections.abc import Callable
@@ -30,7 +31,7 @@ _TOP_KEYS = {
     "name", "description", "entry_point", "editable", "protected", "evaluator", "score",
     "min_delta", "seeds", "budgets", "gates", "parameters", "profiles", "specialists",
     "default_profile", "python_path", "limits", "time_basis", "noise_repeats", "noise_z",
-    "confirm_seeds", "resources",
+    "confirm_seeds", "resources", "audit",
 }
 _PROFILE_KEYS = {"parameters", "seeds", "budgets", "gates", "min_delta", "limits", "time_basis",
                  "noise_repeats", "noise_z", "confirm_seeds", "resources"}
@@ -41,18 +42,25 @@ TIME_BASES = ("wall", "cpu")
 # Per-process limits of recipe code (execution/sandbox.py `Limits`); unset ones take its defaults.
 LIMIT_KEYS = ("memory_mb", "processes", "file_mb")
 _BUDGET_KEYS = {"train_seconds", "eval_seconds", "artifact_bytes"}
+AUDIT_MODES = ("record", "enforce")  # enforce: an out-of-domain edit is a preflight_crash
+_SURFACE_KEYS = ("knobs", "symbols", "files")  # a specialist's declared surface
 RESOURCE_KEYS = ("cpus", "gpus")  # what one trial needs; executors hold a slot of them for it
 
 
 @dataclass(frozen=True)
 class Specialist:
-    """A roster entry: what the specialist owns (prompt text), which editable files it edits, and
-    whose technique-table entries it draws from (empty: its own name's)."""
+    """A roster entry: what the specialist owns (prompt text), which editable files it edits,
+    whose technique-table entries it draws from (empty: its own name's), and the surface it
+    owns in a form the audit checks (`audit.py`): knobs, top-level functions or classes, and
+    whole files."""
 
     name: str
     owns: str
     edits: tuple[str, ...]
     techniques_of: tuple[str, ...] = ()
+    knobs: tuple[str, ...] = ()
+    symbols: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,7 @@ class Environment:
     confirm_seeds: tuple[int, ...] = ()
     cpus: float = 1.0  # `resources`: cores (a fraction shares one) and GPUs one trial needs
     gpus: int = 0
+    audit: str = "record"  # one of AUDIT_MODES
 
     def child_env(self) -> dict[str, str]:
         """Variables for the recipe's and the evaluator's processes: `python_path` put ahead of
@@ -235,7 +244,10 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
     python_path = _python_path(root, merged.get("python_path", []), problems)
     entry_point = merged.get("entry_point")
     _check_mlproject(root, entry_point, parameters, problems)
-    specialists = _specialists(merged.get("specialists"), editable, problems)
+    specialists = _specialists(merged.get("specialists"), editable, problems, root)
+    audit = merged.get("audit", "record")
+    if audit not in AUDIT_MODES:
+        problems.append(f"'audit' must be one of {list(AUDIT_MODES)}, got {audit!r}")
     if problems:
         return None
     return Environment(
@@ -267,6 +279,7 @@ def _build(root: Path, raw: dict, profile: str | None, problems: list[str]) -> E
         confirm_seeds=confirm_seeds,
         cpus=cpus,
         gpus=gpus,
+        audit=str(audit),
     )
 
 
@@ -400,7 +413,8 @@ def _check_mlproject(root: Path, entry_point: Any, parameters: dict, problems: l
         problems.append(f"MLproject entry point {entry_point!r} must declare parameters {missing}")
 
 
-def _specialists(value: Any, editable: list[str], problems: list[str]) -> tuple[Specialist, ...]:
+def _specialists(value: Any, editable: list[str], problems: list[str],
+                 root: Path) -> tuple[Specialist, ...]:
     if not isinstance(value, dict) or not value:
         problems.append("'specialists' must map each specialist name to {owns, edits}")
         return ()
@@ -413,9 +427,54 @@ def _specialists(value: Any, editable: list[str], problems: list[str]) -> tuple[
             problems.append(f"specialist {name!r} needs 'owns': what part of the recipe it owns")
         if stray:
             problems.append(f"specialist {name!r} edits {stray}, which are not editable files")
+        surface = _surface(str(name), entry if isinstance(entry, dict) else {}, edits, root,
+                           problems)
         roster.append(Specialist(str(name), str(entry.get("owns", "")) if isinstance(entry, dict)
-                                 else "", tuple(edits)))
+                                 else "", tuple(edits), (), *surface))
     return tuple(roster)
+
+
+def _surface(name: str, entry: dict, edits: list[str], root: Path,
+             problems: list[str]) -> tuple[tuple[str, ...], ...]:
+    """(knobs, symbols, files) a specialist declares, each checked against its edit files:
+    a knob must be a top-level `NAME =`, a symbol a top-level `def` or `class` there."""
+    declared = []
+    for key in _SURFACE_KEYS:
+        names = entry.get(key, [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            problems.append(f"specialist {name!r}: '{key}' must be a list of names")
+            names = []
+        declared.append(tuple(names))
+    knobs, symbols, files = declared
+    found = _top_level_names(root, edits)
+    for key, names, kind in (("knobs", knobs, "assign"), ("symbols", symbols, "def")):
+        missing = [n for n in names if n not in found[kind]]
+        if missing:
+            what = "top-level `NAME = ...`" if kind == "assign" else "top-level def or class"
+            problems.append(f"specialist {name!r} declares {key} {missing}, which are no "
+                            f"{what} in {edits}")
+    stray = [f for f in files if f not in edits]
+    if stray:
+        problems.append(f"specialist {name!r} declares files {stray} it does not edit")
+    return knobs, symbols, files
+
+
+def _top_level_names(root: Path, files: list[str]) -> dict[str, set[str]]:
+    """Names assigned ("assign") and defined ("def") at the top level of the Python files."""
+    found: dict[str, set[str]] = {"assign": set(), "def": set()}
+    for rel in files:
+        path = root / rel
+        try:
+            tree = ast.parse(path.read_text()) if rel.endswith(".py") else None
+        except (OSError, SyntaxError):
+            continue  # reported where the file is read for a trial
+        for node in tree.body if tree else ():
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                found["def"].add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                found["assign"].update(t.id for t in targets if isinstance(t, ast.Name))
+    return found
 
 
 def _str_list(value: Any, key: str, problems: list[str]) -> list[str]:

@@ -83,6 +83,22 @@ EXCERPT_CHARS = 2000
 
 
 @dataclass(frozen=True)
+class LLMCall:
+    """One request an LLM specialist made while proposing: what it sent, what came back, and
+    what it cost. The store records each proposal's calls as an MLflow trace on its trial."""
+
+    messages: tuple[dict[str, str], ...]  # the chat messages sent, {"role", "content"}
+    answer: str
+    model: str
+    started: float          # unix seconds
+    seconds: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    purpose: str = "propose"  # propose | repair: a repair answers an edit that failed
+
+
+@dataclass(frozen=True)
 class Proposal:
     """One specialist's hypothesis and the code edit that tests it.
 
@@ -101,6 +117,7 @@ class Proposal:
     artifacts: dict[str, str] = field(default_factory=dict)    # name -> text, e.g. the prompt
     rejected: str = ""  # why the specialist's own edit never applied: preflight records this
     retry_of: str | None = None  # the harness_abort trial whose proposal this re-runs
+    calls: tuple[LLMCall, ...] = ()  # an LLM specialist's requests for this proposal
 
     def __post_init__(self) -> None:
         if not self.specialist.strip():
@@ -176,6 +193,19 @@ class Trial:
 
 
 @dataclass(frozen=True)
+class Audit:
+    """What an edit touched, grouped by owner ("opt", "opt+reg", "unowned"), and whether its
+    specialist owns all of it: "true", "false", or "unknown" when no surface is declared."""
+
+    touched: tuple[tuple[str, tuple[str, ...]], ...]
+    in_domain: str
+
+    def describe(self) -> str:
+        """The `autoresearch.audit.touched` tag: `opt: LR, MOMENTUM; unowned: X`."""
+        return "; ".join(f"{owner}: {', '.join(names)}" for owner, names in self.touched)
+
+
+@dataclass(frozen=True)
 class TrialResult:
     """One proposal after execution: the outcome and everything the harness measured around it.
 
@@ -193,6 +223,7 @@ class TrialResult:
     error: BaseException | None = None
     confirmed: bool = False   # the confirmation seeds ran too; the outcome pools both
     where: dict[str, str] = field(default_factory=dict)  # executor, node, slot: where it ran
+    audit: Audit | None = None  # None when the harness never got as far as the edit
 
     @property
     def harness_seconds(self) -> float:

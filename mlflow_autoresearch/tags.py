@@ -14,7 +14,16 @@ PREFIX = "autoresearch."
 KIND = "autoresearch.kind"            # CAMPAIGN or EVALUATIONS
 CAMPAIGN_KIND = "campaign"
 EVALUATIONS_KIND = "evaluations"      # `autoresearch evaluate`: never a campaign's trials
+# On a run (not a trial) in a campaign's experiment: what else it is. Never carries LABEL or TRIAL,
+# so no trial query ever counts it.
+REPORT_KIND = "report"                # `autoresearch report`: one per campaign, replaced each time
+REPLAY_KIND = "replay"                # `autoresearch replay`: a trial's recipe measured again
+REPLAY_OF = "autoresearch.replay_of"  # on a replay run: the trial run it measured again
+REPLAY_LABEL = "autoresearch.replay.label"  # the replay's label (a trial's LABEL tag, renamed)
+MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI's view of the experiment
+MODEL_TRAINING = "custom_model_development"       # its model-training view (not GenAI's)
 DIRECTION = "autoresearch.direction"  # minimize or maximize
+SCORE_METRIC = "autoresearch.score_metric"  # the evaluator's metric the score is
 LEASE_HOLDER = "autoresearch.lease.holder"        # "token=<hex> host=<name> pid=<n>"
 LEASE_HEARTBEAT = "autoresearch.lease.heartbeat"  # unix seconds of the holder's last beat
 # The paper's controls, on the campaign's experiment and on every one of its trials.
@@ -53,6 +62,10 @@ EXECUTOR = "autoresearch.executor"  # local | ray: what ran the trial
 NODE = "autoresearch.node"          # the host name, or the Ray node id, it ran on
 SLOT = "autoresearch.slot"          # the local executor's slot (cores, GPUs) it held
 WHERE = {"executor": EXECUTOR, "node": NODE, "slot": SLOT}  # `TrialResult.where` keys -> tags
+# The surface audit: which owners' knobs, symbols and files the diff changed, and whether they
+# are all the specialist's own (true | false | unknown when the environment declares no surfaces).
+AUDIT_TOUCHED = "autoresearch.audit.touched"
+AUDIT_IN_DOMAIN = "autoresearch.audit.in_domain"
 PID = "autoresearch.pid"            # the process group running now, "<pgid>@<start ticks>"
 # Written only in the final batch: a run holding LABEL is a recorded trial result.
 LABEL = "autoresearch.label"
@@ -88,6 +101,10 @@ LLM_COST_USD = "llm_cost_usd"
 LLM_ATTEMPTS = "llm_attempts"
 LLM_SECONDS = "llm_seconds"
 
+# On the report run: the best score after each trial, step = trial number.
+BEST_SCORE = "best_score"
+KEPT_METRIC = "kept"  # on every recorded trial: 1 for a keep or the baseline, else 0
+
 # Artifacts, relative to the run's artifact root.
 ARTIFACT_DIR = "trial"
 PATCH = "trial/patch.diff"
@@ -96,6 +113,7 @@ RECIPE_DIR = "trial/recipe"
 EVALUATION = "trial/evaluation.json"
 LOGS_DIR = "trial/logs"
 CONTEXT = "trial/context.md"
+REPORT_DIR = "report"  # the report run's figures, report.md and lineage.html
 
 # MLflow's cap on a tag value; lineage paths keep their newest ~240 run ids under it.
 MAX_TAG_CHARS = 8000

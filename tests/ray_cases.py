@@ -25,7 +25,7 @@ from mlflow_autoresearch.environment import load_environment
 from mlflow_autoresearch.execution.sandbox import choose
 from mlflow_autoresearch.execution.executors.ray import NODE_ROOT, RayExecutor
 from mlflow_autoresearch.testing.executor_contract import ExecutorContract
-from support import edit_spec, recipe_pids
+from support import TRIALS, edit_spec, recipe_pids
 
 SLOW = "opt:\n" + "".join(
     f"  - {{name: slow{i}, set: {{SLEEP: {2.5 + i / 10}}}, hypothesis: Sleep {i}}}\n"
@@ -91,7 +91,7 @@ def test_a_lost_node_aborts_its_trial_and_the_proposal_reruns(cluster, toy_env, 
     watcher.join()
     assert lost, "no node was removed"
     exp = client.get_experiment_by_name("autoresearch/toy").experiment_id
-    runs = client.search_runs([exp], order_by=["attributes.start_time ASC"])
+    runs = client.search_runs([exp], TRIALS, order_by=["attributes.start_time ASC"])
     assert sorted(int(r.data.tags[tags.TRIAL]) for r in runs) == list(range(7))
     aborted = [r for r in runs if r.data.tags[tags.LABEL] == "harness_abort"]
     assert len(aborted) == 1 and "Ray node or worker was lost" in aborted[0].data.tags[
@@ -144,7 +144,8 @@ def test_sigkill_of_a_ray_coordinator_loses_and_duplicates_nothing(toy_env, stor
     second = loop(6)
     out, _ = second.communicate(timeout=400)
     assert second.returncode == 0, out
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    runs = client.search_runs([exp.experiment_id], TRIALS,
+                              order_by=["attributes.start_time ASC"])
     assert sorted(int(r.data.tags[tags.TRIAL]) for r in runs) == list(range(7))
     orphans = {r.info.run_id for r in running}
     assert all(r.info.status != "RUNNING" for r in runs)

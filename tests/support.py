@@ -22,6 +22,7 @@ from mlflow_autoresearch.execution.sandbox import bwrap_works
 from mlflow_autoresearch.testing.server import start_mlflow_server
 
 ROOT = Path(__file__).resolve().parent.parent
+TRIALS = "tags.`autoresearch.trial` LIKE '%'"  # a campaign's trial runs (not its report run)
 ASSETS = Path(__file__).resolve().parent / "assets"
 # Tests that need bubblewrap skip where it does not work, except in CI (which installs it).
 _NO_BWRAP = bwrap_works()
@@ -54,7 +55,8 @@ def cli_campaign(env: str | Path, cwd: Path, *args: str, timeout: float = 600) -
                    *args], cwd, timeout)
     client = _client(cwd)
     experiment = client.get_experiment_by_name(f"autoresearch/{Path(env).name}")
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    runs = client.search_runs([experiment.experiment_id], TRIALS,
+                              order_by=["attributes.start_time ASC"])
     return client, runs, result.stdout
 
 

@@ -24,6 +24,18 @@ def test_the_dollar_cap_stops_the_campaign_between_turns(toy_env, store, tmp_pat
                            echo=lambda line: None)
     assert [t.specialist for t in summary.trials] == ["baseline", "opt"]
     assert summary.stop_reason.startswith("LLM cost cap $0.01 reached")
+    # The LLM's call is a trace on the trial it produced (the run page's Traces tab), and only
+    # there.
+    client = MlflowClient(store)
+    baseline, trial = summary.trials
+    experiment = client.get_run(trial.run_id).info.experiment_id
+    traces = client.search_traces(locations=[experiment], run_id=trial.run_id)
+    assert len(traces) == 1
+    spans = traces[0].data.spans
+    assert spans[0].name == "propose t0001 (opt)"
+    assert [s.name for s in spans[1:]] == ["attempt 1"]
+    assert spans[1].outputs == GOOD and spans[1].attributes["model"] == "fake-model"
+    assert client.search_traces(locations=[experiment], run_id=baseline.run_id) == []
 
 
 def test_an_endpoint_that_stays_down_pauses_without_losing_anything(toy_env, store, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlflow_autoresearch import tags
-from support import free_port
+from support import TRIALS, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,8 +30,11 @@ def test_campaign_against_a_tracking_server(toy_env, server, tmp_path):
     assert "Best: t00" in result.stdout and "Harness overhead" in result.stdout
     client = MlflowClient(server)
     exp = client.get_experiment_by_name("autoresearch/toy")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    runs = client.search_runs([exp.experiment_id], TRIALS, order_by=["attributes.start_time ASC"])
     assert [r.data.tags[tags.TRIAL] for r in runs] == ["0", "1", "2"]
+    # The invocation ends by writing the campaign's report run, beside the trials.
+    (report,) = client.search_runs([exp.experiment_id], f"tags.`{tags.KIND}` = 'report'")
+    assert report.data.metrics["trials"] == 3.0
     names = {a.path for a in client.list_artifacts(runs[1].info.run_id, "trial")}
     assert {"trial/patch.diff", "trial/patch.diff.txt", "trial/context.md", "trial/recipe",
             "trial/evaluation.json", "trial/logs"} <= names
@@ -92,7 +95,7 @@ def test_root_mlproject_runs_the_loop(toy_env, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("autoresearch/toy")
-    assert len(client.search_runs([exp.experiment_id])) == 2
+    assert len(client.search_runs([exp.experiment_id], TRIALS)) == 2
 
 
 def test_kernel_bench_entry_point_says_no_gpu_and_claims_nothing(tmp_path):

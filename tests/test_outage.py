@@ -26,7 +26,7 @@ from mlflow_autoresearch.store import MlflowStore, outbox
 from mlflow_autoresearch.store._retry import RETRY_ENV
 from mlflow_autoresearch.testing import check_trial_contract
 from mlflow_autoresearch.testing.store_contract import RECIPE, contract_environment
-from support import free_port, start_mlflow_server
+from support import TRIALS, free_port, start_mlflow_server
 
 BASELINE = Proposal("baseline", "as shipped", "", None, expected_delta=0.0)
 RESULT = TrialResult(Outcome(FailureLabel.OK, score=2.5, metrics={"loss": 2.5}), dict(RECIPE),
@@ -208,7 +208,7 @@ def test_a_campaign_rides_out_a_server_restart(restartable, toy_env, tmp_path):
     out, _ = loop.communicate(timeout=400)
     assert loop.returncode == 0, out
     assert "is unreachable" in out
-    runs = client.search_runs([exp.experiment_id])
+    runs = client.search_runs([exp.experiment_id], TRIALS)
     assert sorted(int(r.data.tags[tags.TRIAL]) for r in runs) == list(range(7))
     store = MlflowStore(restartable.url)
     for run in runs:

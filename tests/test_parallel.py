@@ -19,7 +19,7 @@ from mlflow_autoresearch.campaign import Settings, run_campaign
 from mlflow_autoresearch.errors import HarnessError
 from mlflow_autoresearch.store import MlflowStore
 from mlflow_autoresearch.testing import ScriptedAgent, check_trial_contract, replace_in
-from support import edit_spec, process_gone, recipe_pids
+from support import TRIALS, edit_spec, process_gone, recipe_pids
 
 RECIPE = "recipe/toy.py"
 
@@ -39,7 +39,7 @@ def _campaign(toy_env, store, tmp_path, agents, trials, workers, **settings):
     summary = run_campaign(settings, {a.name: a for a in agents}, echo=lines.append)
     client = MlflowClient(store)
     exp = client.get_experiment_by_name("autoresearch/toy").experiment_id
-    runs = client.search_runs([exp], order_by=["attributes.start_time ASC"])
+    runs = client.search_runs([exp], TRIALS, order_by=["attributes.start_time ASC"])
     return summary, lines, runs
 
 
@@ -128,7 +128,8 @@ def test_sigkill_with_three_in_flight_loses_and_duplicates_nothing(toy_env, stor
     second = loop(6)
     out, _ = second.communicate(timeout=300)
     assert second.returncode == 0, out
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    runs = client.search_runs([exp.experiment_id], TRIALS,
+                              order_by=["attributes.start_time ASC"])
     numbers = [int(r.data.tags[tags.TRIAL]) for r in runs]
     assert sorted(numbers) == list(range(7))
     orphans = {r.info.run_id for r in running}

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from mlflow_autoresearch import tags
 from mlflow_autoresearch.store import MlflowStore
 from mlflow_autoresearch.testing import check_trial_contract
-from support import process_gone
+from support import TRIALS, process_gone
 
 SLOW = ("opt:\n  - {name: slow, set: {SLEEP: 30.0}, hypothesis: Sleep}\n"
         "sched:\n  - {name: more_steps, set: {STEPS: '*2'}, hypothesis: More steps}\n")
@@ -26,7 +26,7 @@ def _cli(toy_env, store, workdir, trials, *extra):
 
 def _runs(client):
     exp = client.get_experiment_by_name("autoresearch/toy")
-    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=100)
+    return [] if exp is None else client.search_runs([exp.experiment_id], TRIALS, max_results=100)
 
 
 def _running_trial(client, number: str, seconds: float = 60):
@@ -121,5 +121,5 @@ def test_take_over_needs_a_stale_heartbeat(toy_env, store, tmp_path):
     assert taken.returncode == 0, out
     assert client.get_run(left).data.tags[tags.LABEL] == "harness_abort"
     assert [int(r.data.tags[tags.TRIAL]) for r in client.search_runs(
-        [exp], order_by=["attributes.start_time ASC"])] == [0, 1, 2]
+        [exp], TRIALS, order_by=["attributes.start_time ASC"])] == [0, 1, 2]
     assert tags.LEASE_HOLDER not in client.get_experiment(exp).tags  # released at the end

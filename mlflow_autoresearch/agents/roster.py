@@ -24,7 +24,8 @@ def control_environment(env: Environment, roster: str,
     that strategy alone, owning every knob of the search space."""
     if strategy != "specialists":
         return dataclasses.replace(env, specialists=(
-            Specialist(strategy, "every knob of the search space", env.editable),))
+            Specialist(strategy, "every knob of the search space", env.editable,
+                       files=_declared(env)),))
     if roster == "specialists":
         return env
     owns = "the whole recipe: " + "; ".join(s.owns for s in env.specialists)
@@ -32,7 +33,14 @@ def control_environment(env: Environment, roster: str,
     count = 1 if roster == "single" else len(env.specialists)
     names = [GENERALIST] if count == 1 else [f"{GENERALIST}{i + 1}" for i in range(count)]
     return dataclasses.replace(env, specialists=tuple(
-        Specialist(name, owns, env.editable, everything) for name in names))
+        Specialist(name, owns, env.editable, everything, files=_declared(env))
+        for name in names))
+
+
+def _declared(env: Environment) -> tuple[str, ...]:
+    """The whole surface, for a roster entry that owns everything, where the environment
+    declares surfaces at all (otherwise the audit stays `unknown`, as for the specialists)."""
+    return env.editable if any(s.knobs or s.symbols or s.files for s in env.specialists) else ()
 
 
 def default_roster(env: Environment, seed: int, llm: ClientSettings | None = None,

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import tags
-from ..diffs import diff_lines
+from ..audit import audit, not_applied
+from ..diffs import diff_lines, files_named
 from ..environment import Environment
 from ..errors import HarnessError
-from ..records import FailureLabel, Outcome, Proposal, TrialResult
+from ..records import Audit, FailureLabel, Outcome, Proposal, TrialResult
 from .evaluator import Evaluator, disagreement
 from .preflight import PreflightError, prepare_workspace
 from .process import Group
@@ -38,31 +39,41 @@ def run_trial(env: Environment, proposal: Proposal, parent_recipe: dict[str, str
               evaluator: Evaluator, run_dir: Path, sandbox: Sandbox,
               on_start: Callable[[Group], None] = lambda group: None,
               keep_run_dir: bool = False,
-              confirm_if: Callable[[Outcome], bool] = lambda outcome: False) -> TrialResult:
+              confirm_if: Callable[[Outcome], bool] = lambda outcome: False,
+              on_phase: Callable[[str, float], None] = lambda text, budget: None) -> TrialResult:
     """Run `proposal` on `parent_recipe` (None: the recipe as the environment ships it), its
     seeds in `sandbox` (the evaluator runs its recipe-importing children in its own).
 
     `run_dir` is the trial's scratch folder (created here, removed after unless
     `keep_run_dir`); `on_start` records each process group before it starts. An ok outcome
     for which `confirm_if` holds is confirmed on `env.confirm_seeds` (see `pool`).
+    `on_phase(text, budget seconds)` is told each phase as it starts, for progress displays; it
+    is called on this thread and must only note it.
     """
     started = time.monotonic()
     recipe = dict(parent_recipe) if parent_recipe is not None else read_editable(env, env.root)
     seeds: list[SeedResult] = []
     error: BaseException | None = None
     confirmed = False
+    audited: Audit | None = None
     try:
         run_dir.mkdir(parents=True)
-        workspace, outcome = _preflight(env, proposal, recipe, run_dir)
+        on_phase("preflight", 0.0)
+        workspace, outcome, audited = _preflight(env, proposal, recipe, run_dir)
         if outcome is None:
             recipe = read_editable(env, workspace)
-            seeds = run_seeds(env, workspace, run_dir, evaluator.public_dir, sandbox, on_start)
+            seeds = run_seeds(env, workspace, run_dir, evaluator.public_dir, sandbox, on_start,
+                              on_phase=on_phase)
+            on_phase("evaluating", env.eval_seconds)
             outcome, error = _score(env, evaluator, run_dir, on_start)
             if (error is None and outcome.label is FailureLabel.OK and env.confirm_seeds
                     and confirm_if(outcome)):
                 more = dataclasses.replace(env, seeds=env.confirm_seeds)
                 seeds += run_seeds(more, workspace, run_dir / CONFIRM_DIR, evaluator.public_dir,
-                                   sandbox, on_start)
+                                   sandbox, on_start,
+                                   on_phase=lambda text, budget: on_phase(f"confirm {text}",
+                                                                          budget))
+                on_phase("evaluating the confirmation", env.eval_seconds)
                 second, error = _score(more, evaluator, run_dir / CONFIRM_DIR, on_start)
                 outcome = pool(outcome, second, len(env.seeds), len(more.seeds),
                                env.score_metric)
@@ -78,7 +89,7 @@ def run_trial(env: Environment, proposal: Proposal, parent_recipe: dict[str, str
             shutil.rmtree(run_dir, ignore_errors=True)
     return TrialResult(outcome, recipe, logs, diff_lines(proposal.diff),
                        time.monotonic() - started, sum(s.wall_seconds for s in seeds), error,
-                       confirmed)
+                       confirmed, audit=audited)
 
 
 def pool(search: Outcome, confirm: Outcome, n_search: int, n_confirm: int,
@@ -116,16 +127,24 @@ def _score(env: Environment, evaluator: Evaluator, run_dir: Path,
 
 
 def _preflight(env: Environment, proposal: Proposal, recipe: dict[str, str],
-               run_dir: Path) -> tuple[Path, None] | tuple[None, Outcome]:
-    """(workspace, None) when the edit applies, else (None, the preflight_crash outcome)."""
+               run_dir: Path) -> tuple[Path | None, Outcome | None, Audit]:
+    """(workspace, None, audit) when the edit applies (and, under `audit: enforce`, stays in
+    its specialist's domain), else (None, the preflight_crash outcome, audit)."""
+    audited = not_applied(files_named(proposal.diff))
     if proposal.rejected:
         reason = f"the edit never applied: {proposal.rejected}"
     else:
         try:
             workspace = prepare_workspace(env, recipe, proposal.diff, run_dir / "workspace")
+            audited = audit(env, proposal.specialist, recipe, read_editable(env, workspace))
+            if env.audit == "enforce" and audited.in_domain == "false":
+                raise PreflightError(
+                    f"out of domain: {proposal.specialist} may change only its own surface "
+                    f"(`audit: enforce` in {env.root.name}/autoresearch.yaml), and this edit "
+                    f"touched {audited.describe()}")
             (run_dir / PREFLIGHT_LOG).write_text("the edit applied and compiles\n")
-            return workspace, None
+            return workspace, None, audited
         except PreflightError as exc:
             reason = str(exc)
     (run_dir / PREFLIGHT_LOG).write_text(reason + "\n")
-    return None, Outcome(FailureLabel.PREFLIGHT_CRASH, excerpt=reason)
+    return None, Outcome(FailureLabel.PREFLIGHT_CRASH, excerpt=reason), audited

@@ -95,16 +95,20 @@ def kill_after(env: Environment) -> float:
 
 def run_seeds(env: Environment, workspace: Path, run_dir: Path, data_dir: Path,
               sandbox: Sandbox, on_start: Callable[[process.Group], None] = lambda group: None,
-              grace: float = process.GRACE_SECONDS) -> list[SeedResult]:
+              grace: float = process.GRACE_SECONDS,
+              on_phase: Callable[[str, float], None] = lambda text, budget: None,
+              ) -> list[SeedResult]:
     """Run the entry point once per seed as a cold process in `sandbox`; stop at the first
     failed seed. Each seed sees the workspace and `data_dir` read-only and writes only its
     output folder.
 
     Writes `run_dir/harness.json` (the evaluator's input, schema in evaluators/README.md) and
-    returns the per-seed results. `on_start(group)` records each process group before it runs.
+    returns the per-seed results. `on_start(group)` records each process group before it runs;
+    `on_phase(text, budget seconds)` says which seed starts (progress only).
     """
     results: list[SeedResult] = []
-    for seed in env.seeds:
+    for k, seed in enumerate(env.seeds, 1):
+        on_phase(f"seed {k} of {len(env.seeds)}", env.train_seconds)
         seed_dir = run_dir / "seeds" / str(seed)
         out_dir = seed_dir / "out"
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,25 @@ import json
 from ..records import Decision, Outcome, Proposal, TrialResult
 
 
+DIFF_PREVIEW_LINES = 12  # of the diff's changed lines, in the description
+
+
+def run_name(number: int, specialist: str, outcome: Outcome, decision: Decision | None) -> str:
+    """`t0003-opt-keep`, `t0004-arch-crash`: the runs table tells keeps from the rest."""
+    return f"t{number:04d}-{specialist}-{decision.value if decision else outcome.label.tag}"
+
+
 def render_note(number: int, proposal: Proposal, outcome: Outcome, decision: Decision | None,
-                delta: float | None) -> str:
-    """The run page's Markdown description: the trial's story without opening artifacts."""
+                delta: float | None,
+                parent: tuple[int | None, str | None, str] = (None, None, "")) -> str:
+    """The run page's Markdown description: the trial's story without opening artifacts.
+    `parent` is (its trial number, its run id, the experiment id), for a link to its page."""
     retry = " (a re-run of an aborted trial's proposal)" if proposal.retry_of else ""
     lines = [f"**Trial {number}** by `{proposal.specialist}`{retry}: {proposal.hypothesis}", ""]
+    number_of_parent, parent_id, experiment_id = parent
+    if parent_id:
+        lines += [f"Parent: [t{number_of_parent:04d}](#/experiments/{experiment_id}/runs/"
+                  f"{parent_id}).", ""]
     verdict = f"Label **{outcome.label.tag}**"
     if outcome.score is not None:
         verdict += f", score {outcome.score:.6g}"
@@ -22,6 +36,12 @@ def render_note(number: int, proposal: Proposal, outcome: Outcome, decision: Dec
     lines.append(verdict + ".")
     if outcome.excerpt:
         lines += ["", "```", outcome.excerpt[-600:], "```"]
+    changed = [line for line in proposal.diff.splitlines()
+               if line.startswith(("+", "-", "@@")) and not line.startswith(("+++", "---"))]
+    if changed:
+        more = len(changed) - DIFF_PREVIEW_LINES
+        lines += ["", "```diff", *changed[:DIFF_PREVIEW_LINES],
+                  *([f"... {more} more line(s)"] if more > 0 else []), "```"]
     lines += ["", "Diff: `trial/patch.diff.txt`; recipe: `trial/recipe/`; logs: `trial/logs/`; "
                   "what the specialist saw: `trial/context.md`."]
     return "\n".join(lines)

@@ -11,7 +11,8 @@ recorded result and is never rewritten; `recover` closes what a gone loop left o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from ..environment import Environment
@@ -29,6 +30,7 @@ class StoredRun:
     tags: dict[str, str]
     metrics: dict[str, float]
     artifacts: tuple[str, ...]   # every artifact path, e.g. "trial/recipe/recipe/toy.py"
+    params: dict[str, str] = field(default_factory=dict)  # the knobs the recipe ran with
 
 
 class Lease(Protocol):
@@ -122,3 +124,15 @@ class TrialStore(Protocol):
     def same_edit(self, campaign_id: str, parent_id: str, sha: str) -> list[Trial]: ...
 
     def llm_spend(self, campaign_id: str) -> float: ...
+
+    def campaign_runs(self, campaign_id: str) -> list[StoredRun]: ...
+
+    def experiment(self, campaign_id: str) -> tuple[str, dict[str, str]]: ...
+
+    def write_report(self, campaign_id: str, folder: Path, steps: list[tuple[int, float]],
+                     metrics: dict[str, float]) -> str: ...
+
+    def report_run(self, campaign_id: str) -> str | None: ...
+
+    def record_replay(self, campaign_id: str, of: str, result: TrialResult,
+                      seeds: tuple[int, ...], profile: str) -> str: ...

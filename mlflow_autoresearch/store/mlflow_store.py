@@ -31,11 +31,12 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from mlflow.entities import Metric, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from .. import tags
+from ..audit import knob_values
 from ..diffs import diff_lines, diff_sha
 from ..environment import Environment
 from ..errors import AutoresearchError, StoreError
@@ -45,14 +46,17 @@ from ..records import (KEPT, Decision, Direction, FailureLabel, Outcome, Proposa
 from . import _search
 from ._lease import Lease, acquire
 from ._retry import BUDGET, Budget, RetryingClient, attempt, retry_seconds
-from ._records import cap, cap_path, quote, trial_from_run
-from ._render import render_evaluation, render_note
+from ._records import cap, cap_path, quote, tag_is, trial_from_run
+from ._render import render_evaluation, render_note, run_name
+from ._traces import record_calls
 from .base import StoredRun
 
 # Specialists read recipes back every turn: MLflow's per-download progress bar would print
 # several bars per trial line in the terminal. A user who wants it sets the variable.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 PROBE_SECONDS = 5.0
+PARAMS_PER_BATCH = 100  # MLflow's cap on params in one log_batch
+MAX_PARAM_CHARS = 6000  # and on a param's value
 MAX_AGENT_KEYS = 40  # a proposal's own tags and metrics, each (the final batch must stay one)
 _OURS = (tags.MLFLOW_PARENT, tags.MLFLOW_NOTE, tags.MLFLOW_RUN_NAME)
 _MASKED = (tags.SCORE, tags.DELTA_VS_BEST)  # only a verdict may carry these
@@ -131,9 +135,14 @@ class MlflowStore:
                       f"trial; the run tree is the lineage tree.")
             experiment_id = self.client.create_experiment(name, tags={
                 tags.KIND: kind, tags.ENVIRONMENT: env.name, tags.PROFILE: env.profile,
-                tags.DIRECTION: env.direction.value, tags.MLFLOW_NOTE: banner, **controls})
+                tags.DIRECTION: env.direction.value, tags.SCORE_METRIC: env.score_metric,
+                tags.MLFLOW_NOTE: banner,
+                tags.MLFLOW_EXPERIMENT_KIND: tags.MODEL_TRAINING, **controls})
         else:
             _check_kind(found.name, found.tags, kind)
+            if tags.MLFLOW_EXPERIMENT_KIND not in found.tags:  # opened before it was set
+                self.client.set_experiment_tag(found.experiment_id, tags.MLFLOW_EXPERIMENT_KIND,
+                                               tags.MODEL_TRAINING)
             for key, value in controls.items():
                 ran = found.tags.get(key, tags.CONTROL_DEFAULTS.get(key))
                 if ran != value:
@@ -292,6 +301,8 @@ class MlflowStore:
         self.client.log_text(run_id, context, tags.CONTEXT)
         for name, text in proposal.artifacts.items():
             self.client.log_text(run_id, text, f"{tags.ARTIFACT_DIR}/{name}")
+        record_calls(self.client, campaign_id, run_id,
+                     f"propose t{number:04d} ({proposal.specialist})", proposal.calls)
         return run_id
 
     def record_processes(self, run_id: str, marker: str) -> None:
@@ -308,7 +319,8 @@ class MlflowStore:
 
     def find_tampering(self, run_id: str) -> list[str]:
         """Keys that something other than the harness wrote into the trial's run: harness tags
-        with another value (or removed), new `autoresearch.*` tags, any metric. Checked by
+        with another value (or removed), new `autoresearch.*` tags, any metric, any param named
+        like a knob (upper case: the store logs knobs only with the verdict). Checked by
         value: a recipe must not write its own verdict, number or lineage."""
         written_tags, written_metrics = self._written[run_id]
         run = self.client.get_run(run_id)
@@ -317,6 +329,7 @@ class MlflowStore:
         found += [f"tag {k!r} (removed)" for k in written_tags if k not in run.data.tags]
         found += [f"metric {k!r}" for k, v in run.data.metrics.items()
                   if written_metrics.get(k) != v]
+        found += [f"param {k!r}" for k in run.data.params if k.isupper()]  # knobs: ours, later
         return sorted(found)
 
     def finish_trial(self, run_id: str, number: int, proposal: Proposal, result: TrialResult,
@@ -343,7 +356,8 @@ class MlflowStore:
                              f"run is never rewritten")
         if written is None:
             written = self.written_tags(run_id)
-        verdict = {tags.LABEL, tags.EXCERPT, tags.MLFLOW_NOTE,
+        verdict = {tags.LABEL, tags.EXCERPT, tags.MLFLOW_NOTE, tags.MLFLOW_RUN_NAME,
+                   tags.AUDIT_TOUCHED, tags.AUDIT_IN_DOMAIN,
                    *([tags.DECISION] if decision else []),
                    *([tags.CONFIRM] if result.confirmed else [])}
         stray = [k for k in run.data.tags if tampered and written is not None
@@ -368,7 +382,8 @@ class MlflowStore:
                    tags.TRIAL_NUMBER: float(number), tags.DIFF_LINES: float(result.diff_lines),
                    tags.TRIAL_SECONDS: round(result.trial_seconds, 4),
                    tags.HARNESS_SECONDS: round(result.harness_seconds, 4),
-                   tags.FAILURE_CODE: float(outcome.label)}
+                   tags.FAILURE_CODE: float(outcome.label),
+                   tags.KEPT_METRIC: 1.0 if decision in KEPT else 0.0}
         if outcome.label is FailureLabel.OK:
             metrics[tags.SCORE] = float(outcome.score)
         if delta is not None:
@@ -387,15 +402,37 @@ class MlflowStore:
             self.client.log_text(run_id, text, f"{tags.LOGS_DIR}/{name}")
         for key in drop:
             self.client.delete_tag(run_id, key)
+        parent = self._parent_number(proposal.parent_id)
+        note = render_note(number, proposal, outcome, decision, delta,
+                           (parent, proposal.parent_id, run.info.experiment_id))
         final = {**rewrite, tags.LABEL: outcome.label.tag, tags.EXCERPT: cap(outcome.excerpt),
-                 tags.MLFLOW_NOTE: render_note(number, proposal, outcome, decision, delta)}
+                 tags.MLFLOW_NOTE: note,
+                 tags.MLFLOW_RUN_NAME: run_name(number, proposal.specialist, outcome, decision)}
         if decision is not None:
             final[tags.DECISION] = decision.value
         if result.confirmed:
             final[tags.CONFIRM] = "passed" if decision in KEPT else "failed"
+        if result.audit is not None:
+            final[tags.AUDIT_TOUCHED] = cap(result.audit.describe())
+            final[tags.AUDIT_IN_DOMAIN] = result.audit.in_domain
         final.update({tags.WHERE[k]: v for k, v in result.where.items()})
+        self._log_knobs(run, result.recipe)
         self._final_batch(run_id, metrics, final, step)
         self.client.set_terminated(run_id, _status(outcome.label, result.killed))
+
+    def _log_knobs(self, run, recipe: dict[str, str]) -> None:
+        """The knob values the trial's recipe ran with, as params (logged once: MLflow never
+        changes a param; one something else logged first is left, and flagged as tampering)."""
+        values = knob_values(recipe, run.data.tags.get(tags.PROFILE, ""))
+        params = [Param(k, v[:MAX_PARAM_CHARS]) for k, v in values.items()
+                  if k not in run.data.params]
+        for i in range(0, len(params), PARAMS_PER_BATCH):
+            self.client.log_batch(run.info.run_id, params=params[i:i + PARAMS_PER_BATCH])
+
+    def _parent_number(self, parent_id: str | None) -> int | None:
+        if not parent_id:
+            return None
+        return int(self.client.get_run(parent_id).data.tags.get(tags.TRIAL, "-1"))
 
     def _final_batch(self, run_id: str, metrics: dict[str, float], final_tags: dict[str, str],
                      step: int) -> None:
@@ -442,7 +479,86 @@ class MlflowStore:
             for item in self.client.list_artifacts(run_id, folders.pop() or None):
                 (folders if item.is_dir else paths).append(item.path)
         return StoredRun(run_id, run.info.run_name, run.info.status, dict(run.data.tags),
-                         dict(run.data.metrics), tuple(sorted(paths)))
+                         dict(run.data.metrics), tuple(sorted(paths)), dict(run.data.params))
+
+    # ---- runs that are not trials: the report, replays ------------------------------------
+
+    def campaign_runs(self, campaign_id: str) -> list[StoredRun]:
+        """Every trial run of a campaign, oldest first, with its tags, metrics and params (no
+        artifact listing): what a report is drawn from."""
+        runs = self.client.search_runs([campaign_id], f"tags.`{tags.TRIAL}` LIKE '%'",
+                                       order_by=["attributes.start_time ASC"],
+                                       max_results=50_000)
+        return [StoredRun(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.tags),
+                          dict(r.data.metrics), (), dict(r.data.params)) for r in runs]
+
+    def write_report(self, campaign_id: str, folder: Path, steps: list[tuple[int, float]],
+                     metrics: dict[str, float]) -> str:
+        """The campaign's report run, replacing the last one: `folder`'s files under
+        `report/`, `best_score` at each step (trial number), and `metrics`. Returns its id."""
+        old = self._reports(campaign_id)
+        run_id = self.client.create_run(campaign_id, run_name="report", tags={
+            tags.KIND: tags.REPORT_KIND,
+            tags.MLFLOW_NOTE: "The campaign's report: `report/report.md`, the figures, and the "
+                              "lineage tree in `report/lineage.html`. Replaced by the next "
+                              "`autoresearch report`; never a trial."}).info.run_id
+        self.client.log_artifacts(run_id, str(folder), tags.REPORT_DIR)
+        now = int(time.time() * 1000)
+        batch = [Metric(tags.BEST_SCORE, v, now, step) for step, v in steps]
+        batch += [Metric(k, v, now, 0) for k, v in metrics.items()]
+        for i in range(0, len(batch), 1000):  # MLflow's cap on metrics in one log_batch
+            self.client.log_batch(run_id, metrics=batch[i:i + 1000])
+        self.client.set_terminated(run_id)
+        for run in old:  # only once the new one is whole
+            self.client.delete_run(run.info.run_id)
+        return run_id
+
+    def report_run(self, campaign_id: str) -> str | None:
+        """The campaign's report run, None before the first report."""
+        found = self._reports(campaign_id)
+        return found[0].info.run_id if found else None
+
+    def _reports(self, campaign_id: str) -> list:
+        return self.client.search_runs([campaign_id], tag_is(tags.KIND, tags.REPORT_KIND),
+                                       order_by=["attributes.start_time DESC"], max_results=100)
+
+    def record_replay(self, campaign_id: str, of: str, result: TrialResult,
+                      seeds: tuple[int, ...], profile: str) -> str:
+        """A run measuring trial `of`'s recipe again: tagged `replay_of`, never a trial (no
+        trial tag, label or decision), so no lineage query counts it. Returns its id."""
+        trial = self.get_trial(of)
+        outcome = result.outcome
+        run_id = self.client.create_run(campaign_id, run_name=f"replay-t{trial.number:04d}",
+                                        tags={
+            tags.KIND: tags.REPLAY_KIND, tags.REPLAY_OF: of, tags.REPLAY_LABEL: outcome.label.tag,
+            tags.PROFILE: profile, tags.EXCERPT: cap(outcome.excerpt),
+            tags.MLFLOW_NOTE: f"Trial {trial.number}'s recipe measured again on seeds "
+                              f"{list(seeds)} ({profile} profile): label "
+                              f"**{outcome.label.tag}**"
+                              + (f", score {outcome.score:.6g}" if outcome.score is not None
+                                 else "")
+                              + (f"; the trial scored {trial.score:.6g}." if trial.score
+                                 is not None else "."),
+        }).info.run_id
+        for rel, text in result.recipe.items():
+            self.client.log_text(run_id, text, f"{tags.RECIPE_DIR}/{rel}")
+        self.client.log_text(run_id, render_evaluation(outcome, None, None, result),
+                             tags.EVALUATION)
+        for name, text in result.logs.items():
+            self.client.log_text(run_id, text, f"{tags.LOGS_DIR}/{name}")
+        metrics = {**outcome.metrics, tags.TRIAL_SECONDS: round(result.trial_seconds, 4),
+                   tags.FAILURE_CODE: float(outcome.label)}
+        if outcome.score is not None:
+            metrics[tags.SCORE] = float(outcome.score)
+        self.client.log_batch(run_id, metrics=[_metric(k, v) for k, v in metrics.items()])
+        self._log_knobs(self.client.get_run(run_id), result.recipe)
+        self.client.set_terminated(run_id, _status(outcome.label, result.killed))
+        return run_id
+
+    def experiment(self, campaign_id: str) -> tuple[str, dict[str, str]]:
+        """A campaign's name and tags."""
+        found = self.client.get_experiment(campaign_id)
+        return found.name, dict(found.tags)
 
     # ---- queries --------------------------------------------------------------------------
 

@@ -38,7 +38,8 @@ def check_trial_contract(store: TrialStore, run_id: str, environment: str | None
     assert t[tags.LABEL] in LABELS, t[tags.LABEL]
     label = FailureLabel.from_tag(t[tags.LABEL])
     number = int(t[tags.TRIAL])
-    assert run.name == f"t{number:04d}-{t[tags.SPECIALIST]}", run.name
+    outcome = t.get(tags.DECISION) or label.tag
+    assert run.name == f"t{number:04d}-{t[tags.SPECIALIST]}-{outcome}", run.name
     assert m[tags.TRIAL_NUMBER] == number and m[tags.FAILURE_CODE] == float(label)
     if environment is not None:
         assert t[tags.ENVIRONMENT] == environment

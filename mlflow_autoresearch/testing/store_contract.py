@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from .. import tags
 from ..diffs import diff_sha
 from ..environment import Environment
 from ..errors import AutoresearchError, LeaseError, StoreError
-from ..records import (Decision, Direction, FailureLabel, Outcome, Proposal, Trial,
+from ..records import (Audit, Decision, Direction, FailureLabel, Outcome, Proposal, Trial,
                        TrialResult)
 from ..store import TrialStore
 
@@ -242,3 +243,45 @@ class TrialStoreContract:
         assert raw.tags[tags.LABEL] == "crash" and tags.SCORE not in raw.metrics
         assert raw.tags[tags.AGENT_TAG_PREFIX + "label"] == "ok"
         assert math.isclose(store.llm_spend(campaign), 0.25)
+
+    def test_the_verdict_carries_the_audit_the_knobs_and_a_telling_name(self, store, env,
+                                                                       campaign):
+        base = self._trial(store, env, campaign, 0, FailureLabel.OK, 3.0,
+                           decision=Decision.BASELINE)
+        proposal = Proposal("opt", "idea 1", DIFF, base.run_id, -0.1)
+        run_id = store.create_trial(campaign, env, 1, proposal, "")
+        audit = Audit((("opt", ("X",)),), "true")
+        result = _result(FailureLabel.OK, 2.0, audit=audit)
+        result = replace(result, recipe={"recipe/r.py": "X = 2\nY = {'tiny': 5, 'real': 9}\n"})
+        store.finish_trial(run_id, 1, proposal, result, Decision.KEEP, -1.0)
+        raw = store.raw(run_id)
+        assert raw.tags[tags.AUDIT_TOUCHED] == "opt: X"
+        assert raw.tags[tags.AUDIT_IN_DOMAIN] == "true"
+        assert raw.params == {"X": "2", "Y": "5"}  # the trial's profile's entry
+        assert raw.metrics[tags.KEPT_METRIC] == 1.0
+        assert raw.name == "t0001-opt-keep"
+        assert "[t0000](#/experiments/" in raw.tags[tags.MLFLOW_NOTE]
+        assert "+X = 2" in raw.tags[tags.MLFLOW_NOTE]
+
+    def test_report_and_replay_runs_are_never_trials(self, store, env, campaign, tmp_path):
+        base = self._trial(store, env, campaign, 0, FailureLabel.OK, 3.0,
+                           decision=Decision.BASELINE)
+        folder = tmp_path / "report"
+        folder.mkdir()
+        (folder / "report.md").write_text("# report\n")
+        first = store.write_report(campaign, folder, [(0, 3.0)], {"keeps": 0.0})
+        second = store.write_report(campaign, folder, [(0, 3.0)], {"keeps": 0.0})
+        replayed = store.record_replay(campaign, base.run_id, _result(FailureLabel.OK, 2.5),
+                                       (4, 5), "tiny")
+        runs = {r.run_id: r for r in store.campaign_runs(campaign)}
+        assert list(runs) == [base.run_id]  # trials only
+        assert store.next_number(campaign) == 1
+        assert [t.run_id for t in store.recent(campaign)] == [base.run_id]
+        assert store.best(campaign, Direction.MINIMIZE).run_id == base.run_id
+        report = store.raw(second)
+        assert report.tags[tags.KIND] == tags.REPORT_KIND and "report/report.md" in report.artifacts
+        assert first != second and store.report_run(campaign) == second  # replaced
+        replay = store.raw(replayed)
+        assert replay.tags[tags.REPLAY_OF] == base.run_id
+        assert replay.tags[tags.REPLAY_LABEL] == "ok" and replay.metrics[tags.SCORE] == 2.5
+        assert tags.TRIAL not in replay.tags and tags.LABEL not in replay.tags

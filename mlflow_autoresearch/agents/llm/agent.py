@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ...environment import Environment
 from ...errors import HarnessError, ProposalError
 from ...execution.preflight import PreflightError, prepare_workspace
 from ...lineage import clip
-from ...records import FailureLabel, Proposal, Trial
+from ...records import FailureLabel, LLMCall, Proposal, Trial
 from ...tags import LLM_ATTEMPTS as ATTEMPTS
 from ...tags import LLM_CACHED_INPUT_TOKENS as CACHED_INPUT_TOKENS
 from ...tags import LLM_COST_USD as COST_USD
@@ -99,13 +100,16 @@ class LLMAgent:
         artifacts: dict[str, str] = {}
         errors: list[str] = []
         usage, seconds = Usage(), 0.0
+        calls: list[LLMCall] = []
         draft = None
         attempts = 1 + max(0, self.max_repairs)
         for attempt in range(1, attempts + 1):
             suffix = "" if attempt == 1 else f"-{attempt}"
             sent = messages if attempt == 1 else messages[-1:]
             artifacts[f"llm/prompt{suffix}.md"] = render_messages(sent)
+            started = time.time()
             reply = self.client.complete(messages)
+            calls.append(_call(messages, reply, started, attempt))
             usage, seconds = usage + reply.usage, seconds + reply.seconds
             self.usage += reply.usage
             artifacts[f"llm/response{suffix}.md"] = reply.text
@@ -126,7 +130,8 @@ class LLMAgent:
             artifacts["llm/errors.md"] = "\n\n".join(
                 f"## Attempt {i}\n\n{e}" for i, e in enumerate(errors, 1)) + "\n"
         failed = errors[-1] if len(errors) == attempt else ""
-        return self._proposal(draft, reply, failed, attempt, usage, seconds, artifacts)
+        return self._proposal(draft, reply, failed, attempt, usage, seconds, artifacts,
+                              tuple(calls))
 
     def tell(self, trial: Trial) -> None:
         """Nothing to update: the next prompt shows this trial from the lineage."""
@@ -175,7 +180,8 @@ class LLMAgent:
             raise EditError(f"this exact edit {when}; propose a different one.")
 
     def _proposal(self, draft: _Draft, reply: Reply, failed: str, attempts: int,
-                  usage: Usage, seconds: float, artifacts: dict[str, str]) -> Proposal:
+                  usage: Usage, seconds: float, artifacts: dict[str, str],
+                  calls: tuple[LLMCall, ...] = ()) -> Proposal:
         metrics = {INPUT_TOKENS: float(usage.input_tokens),
                    OUTPUT_TOKENS: float(usage.output_tokens),
                    CACHED_INPUT_TOKENS: float(usage.cached_input_tokens),
@@ -203,7 +209,16 @@ class LLMAgent:
         notes = f"{notes} [{', '.join(how)}]".strip()
         rejected = clip(failed, 1500) if failed and draft.diff is None else ""
         return Proposal(self.name, answer.hypothesis or NO_HYPOTHESIS, diff, draft.parent.run_id,
-                        answer.expected_delta, notes, metrics, tags, artifacts, rejected)
+                        answer.expected_delta, notes, metrics, tags, artifacts, rejected,
+                        calls=calls)
+
+
+def _call(messages: list[dict[str, str]], reply: Reply, started: float,
+          attempt: int) -> LLMCall:
+    """One request as the store traces it: the whole chat sent, the reply, its timing and cost."""
+    return LLMCall(tuple(dict(m) for m in messages), reply.text, reply.model, started,
+                   reply.seconds, reply.usage.input_tokens, reply.usage.output_tokens,
+                   reply.usage.cost_usd, "propose" if attempt == 1 else "repair")
 
 
 def resolve_parent(named: str | None, kept: list[Trial], best: Trial,

@@ -30,6 +30,10 @@ def unrecorded(group: Group) -> None:
     """The `on_start` of a job whose process groups nobody here can reap."""
 
 
+def unwatched(text: str, budget: float) -> None:
+    """The `on_phase` of a job nobody displays."""
+
+
 @dataclass(frozen=True)
 class Job:
     """One trial to run: what `run_trial` needs, keyed by the trial's run id.
@@ -37,7 +41,9 @@ class Job:
     `confirm_if` must be picklable (e.g. `records.WouldKeep`) for executors that ship jobs to
     other machines. `on_start` records each process group before it starts;
     executors call it on the thread that polls them, and only where the group runs on this
-    machine (elsewhere the executor itself reaps what a dead coordinator leaves).
+    machine (elsewhere the executor itself reaps what a dead coordinator leaves). `on_phase`
+    is told each phase of the trial as it starts, from whatever thread runs it, where the job
+    runs on this machine; it only updates a display.
     """
 
     key: str
@@ -48,6 +54,7 @@ class Job:
     keep_run_dir: bool = False
     confirm_if: Callable[[Outcome], bool] = _never
     on_start: Callable[[Group], None] = field(default=unrecorded, compare=False)
+    on_phase: Callable[[str, float], None] = field(default=unwatched, compare=False)
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ class LocalExecutor:
             result = run_trial(job.env, job.proposal, job.parent_recipe, self.evaluator,
                                job.run_dir, self.evaluator.sandbox,
                                lambda group: self._started(job.key, group), job.keep_run_dir,
-                               job.confirm_if)
+                               job.confirm_if, job.on_phase)
         except BaseException as exc:  # noqa: BLE001 - the loop waits for every job it started
             result = lost(job, f"harness error in slot {slot.index}: {exc!r}", exc)
         where = {"executor": self.name, "node": HOST, "slot": str(slot.index)}

@@ -31,7 +31,7 @@ from ..engine import run_trial
 from ..evaluator import CommandEvaluator
 from ..sandbox import for_environment
 from ..workspace import IGNORE
-from .base import Done, Job, lost, unrecorded
+from .base import Done, Job, lost, unrecorded, unwatched
 
 NODE_ROOT = "AUTORESEARCH_NODE_DIR"  # where a node keeps bundles, data and scratch folders
 
@@ -62,7 +62,8 @@ class RayExecutor:
     def submit(self, job: Job) -> None:
         if len(self._tasks) >= self.slots:
             raise HarnessError(f"every one of the {self.slots} slots is taken: poll first")
-        payload = dataclasses.replace(job, on_start=unrecorded)  # its groups run elsewhere
+        # Its groups run, and its phases pass, elsewhere.
+        payload = dataclasses.replace(job, on_start=unrecorded, on_phase=unwatched)
         ref = self._remote.remote(self._bundle, payload, self._kind)
         self._tasks[job.key] = (ref, job)
 
