@@ -21,16 +21,20 @@ from .agents.strategies import STRATEGIES
 from .campaign import Settings, evaluate_recipe, run_campaign
 from .progress import Progress
 from .recipes import PATCH_FILE, export, replay
-from .report.publish import compare_campaigns, publish
+from .report.publish import campaign_url, compare_campaigns, publish
 from .doctor import FAIL, OK, run_checks
 from .environment import load_environment, shipped_environments
 from .errors import AutoresearchError
-from .store import MlflowStore
+from .store import MlflowStore, default_uri
 
 _URI = click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
                     help="MLflow tracking URI [default: sqlite:///mlflow.db in the working "
                          "directory; MLFLOW_TRACKING_URI overrides; http:// servers work too]")
 
+
+_WORKDIR = click.option("--workdir", type=click.Path(path_type=Path),
+                        default=Path(".autoresearch"), envvar="AUTORESEARCH_WORKDIR",
+                        show_default=True, help="Data cache and per-trial scratch directories.")
 
 _SANDBOX = click.option("--sandbox", type=click.Choice(["auto", "bwrap", "off"]), default="auto",
                         show_default=True, help="Run recipe code in a bubblewrap sandbox: auto "
@@ -67,9 +71,7 @@ def main() -> None:
               "this much wall time.")
 @click.option("--grace-minutes", type=float, default=None, help="Stop after this long without "
               "a keep.")
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".autoresearch"),
-              envvar="AUTORESEARCH_WORKDIR", show_default=True,
-              help="Data cache and per-trial scratch directories.")
+@_WORKDIR
 @click.option("--keep-run-dirs", is_flag=True, help="Keep each trial's scratch directory.")
 @click.option("--specialists", default="offline", show_default=True,
               help="offline (technique tables, no API key), llm (every specialist asks --model), "
@@ -156,8 +158,6 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
                         confirm_seeds, strategy, workers, executor, ray_address)
     with Progress(quiet=quiet) as progress:
         summary = _guard(lambda: run_campaign(settings, echo=progress.line, watcher=progress))
-    if not no_report:
-        _report(tracking_uri, summary.experiment_id)
     click.echo(f"\nStopped: {summary.stop_reason}. This run: {len(summary.trials)} trial(s), "
                + ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items())) + ".")
     if summary.harness_seconds:
@@ -166,7 +166,12 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
     if summary.best is not None:
         click.echo(f"Best: t{summary.best.number:04d} ({summary.best.specialist}) score "
                    f"{summary.best.score:.6g}. Experiment '{summary.campaign}' "
-                   f"(id {summary.experiment_id}); browse with `mlflow ui`.")
+                   f"(id {summary.experiment_id}).")
+    if not no_report:
+        _report(tracking_uri, summary.experiment_id)
+    uri = default_uri(tracking_uri)
+    serve = "" if uri.startswith("http") else f" (after `mlflow ui --backend-store-uri {uri}`)"
+    click.echo(f"Browse it: {campaign_url(uri, summary.experiment_id)}{serve}")
     if summary.stop_reason.startswith("paused"):
         raise click.ClickException("the LLM endpoint is down; nothing was lost. Run the same "
                                    "command again to continue the campaign.")
@@ -180,9 +185,7 @@ def run(environment, profile, trials, tracking_uri, experiment, seed, deadline_m
               help="Record into this run (set by `mlflow run`) [default: a new run].")
 @click.option("--experiment", default=None, help="Experiment for a new run, never a campaign's "
               "[default: autoresearch/<environment>/evaluations].")
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".autoresearch"),
-              envvar="AUTORESEARCH_WORKDIR", show_default=True,
-              help="Data cache and per-trial scratch directories.")
+@_WORKDIR
 @_SANDBOX
 def evaluate(environment, profile, tracking_uri, run_id, experiment, workdir, sandbox) -> None:
     """Measure ENVIRONMENT's recipe as it is on disk, scored by its evaluator, as one trial."""
@@ -199,9 +202,7 @@ def evaluate(environment, profile, tracking_uri, run_id, experiment, workdir, sa
 @click.option("--repeats", type=click.IntRange(min=2), default=None,
               help="Runs of the whole seed set [default: the profile's noise_repeats].")
 @_URI
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".autoresearch"),
-              envvar="AUTORESEARCH_WORKDIR", show_default=True,
-              help="Data cache and per-trial scratch directories.")
+@_WORKDIR
 @_SANDBOX
 def noise(environment, profile, repeats, tracking_uri, workdir, sandbox) -> None:
     """Measure ENVIRONMENT's noise floor: its recipe as shipped, run REPEATS times (each a
@@ -325,9 +326,7 @@ def export_cmd(run_id, dest, tracking_uri, environment) -> None:
 @click.option("--profile", default=None, help="Profile [default: the trial's].")
 @click.option("--environment", default=None, help="The environment folder the trial ran "
               "[default: the one its campaign names].")
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".autoresearch"),
-              envvar="AUTORESEARCH_WORKDIR", show_default=True,
-              help="Data cache and scratch directories.")
+@_WORKDIR
 @_SANDBOX
 def replay_cmd(run_id, tracking_uri, seeds, profile, environment, workdir, sandbox) -> None:
     """Measure trial RUN_ID's recipe again, from MLflow alone, as a new run in its campaign
@@ -346,8 +345,7 @@ def replay_cmd(run_id, tracking_uri, seeds, profile, environment, workdir, sandb
     click.echo(f"t{trial.number:04d} ({trial.specialist}): recorded {old}; replay {now} on "
                f"seeds {list(done.env.seeds)} ({done.env.profile}). Replay run {done.run_id}.")
     if new.score is not None and trial.score is not None:
-        click.echo(f"Difference: {new.score - trial.score:+.4g} "
-                   f"({(new.score - trial.score) / abs(trial.score) * 100 if trial.score else 0:+.2f}%).")
+        click.echo(f"Replay minus recorded: {new.score - trial.score:+.4g}.")
 
 
 @main.command()

@@ -1,7 +1,7 @@
 """What `autoresearch run` shows while trials run: in a terminal, a live view (rich) of each trial
 in flight, its phase (preflight, seed k of n, evaluating, recording) and its time against the
 phase's budget, and the best score so far; elsewhere (CI, a pipe, `mlflow run`) plain lines, a
-`still running` line per trial every PLAIN_EVERY seconds; with `quiet`, nothing.
+`still running` line per trial every PLAIN_EVERY seconds; with `quiet`, warnings alone.
 
 The one line per finished trial is printed in every mode but quiet. Phases arrive from worker
 threads, so the state sits behind a lock and the view is drawn from a copy.
@@ -70,9 +70,12 @@ class Progress:
     # ---- what the campaign tells it ---------------------------------------------------------
 
     def line(self, text: str) -> None:
-        """A line that stays: a finished trial, a warning, a note."""
+        """A line that stays: a finished trial, a warning, a note. With `quiet`, only a
+        warning, on stderr."""
         if not self.quiet:
             self.console.print(text, markup=False, highlight=False)
+        elif text.startswith("WARNING"):
+            Console(stderr=True, highlight=False, soft_wrap=True).print(text, markup=False)
 
     def started(self, key: str, number: int, specialist: str) -> None:
         now = time.monotonic()

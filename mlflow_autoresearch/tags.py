@@ -22,6 +22,10 @@ REPLAY_OF = "autoresearch.replay_of"  # on a replay run: the trial run it measur
 REPLAY_LABEL = "autoresearch.replay.label"  # the replay's label (a trial's LABEL tag, renamed)
 MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI's view of the experiment
 MODEL_TRAINING = "custom_model_development"       # its model-training view (not GenAI's)
+# A saved view of the runs table (columns, order, charts), opened by the URL query
+# `viewStateShareKey=<key>`: MLflow 3.17 shows no metric, param or tag column by default.
+MLFLOW_VIEW_PREFIX = "mlflow.sharedViewState."
+VIEW_KEY = "autoresearch"
 DIRECTION = "autoresearch.direction"  # minimize or maximize
 SCORE_METRIC = "autoresearch.score_metric"  # the evaluator's metric the score is
 LEASE_HOLDER = "autoresearch.lease.holder"        # "token=<hex> host=<name> pid=<n>"

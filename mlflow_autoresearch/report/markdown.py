@@ -38,7 +38,9 @@ def _summary(campaign: Campaign, rows: list[Row], s: Summary) -> list[str]:
     else:
         lines.append("- Baseline: -")
     gain = s.improvement(campaign.direction)
-    if gain is not None:
+    if gain is not None and gain <= 0:
+        lines.append("- Improvement: none yet (the best is the baseline)")
+    elif gain is not None:
         share = (f" ({text.percent(gain / abs(s.baseline_score))})"
                  if s.baseline_score else "")
         lines.append(f"- Improvement: {text.score(gain)} better than the baseline{share}")

@@ -67,11 +67,23 @@ def compare_campaigns(store: TrialStore, names: list[str], out_png: Path) -> str
         raise AutoresearchError(str(exc)) from None
 
 
+def ui_base(tracking_uri: str) -> str:
+    """Where the MLflow UI of a store is: the tracking server itself, or `mlflow ui`'s default
+    address for a file store."""
+    return (tracking_uri if tracking_uri.startswith("http") else LOCAL_UI).rstrip("/")
+
+
+def campaign_url(tracking_uri: str, campaign_id: str) -> str:
+    """The campaign's runs table in the MLflow UI: the model-training view (3.17 opens an
+    experiment as a GenAI app without the query) and the campaign's saved view."""
+    return (f"{ui_base(tracking_uri)}/#/experiments/{campaign_id}/runs?workflowType="
+            f"machine_learning&viewStateShareKey={tags.VIEW_KEY}")
+
+
 def campaign_for(store: TrialStore, campaign_id: str, ui_url: str | None = None) -> Campaign:
-    """The report's view of a campaign; its runs link to `ui_url` (default: the tracking
-    server, or `mlflow ui`'s default address for a file store)."""
+    """The report's view of a campaign; its runs link to `ui_url` (default: `ui_base`)."""
     name, found = store.experiment(campaign_id)
-    base = (ui_url or (store.uri if store.uri.startswith("http") else LOCAL_UI)).rstrip("/")
+    base = (ui_url or ui_base(store.uri)).rstrip("/")
     return Campaign(name, campaign_id, Direction(found.get(tags.DIRECTION, "minimize")),
                     found.get(tags.SCORE_METRIC, "score"),
                     lambda run_id: f"{base}/#/experiments/{campaign_id}/runs/{run_id}")

@@ -47,7 +47,7 @@ from . import _search
 from ._lease import Lease, acquire
 from ._retry import BUDGET, Budget, RetryingClient, attempt, retry_seconds
 from ._records import cap, cap_path, quote, tag_is, trial_from_run
-from ._render import render_evaluation, render_note, run_name
+from ._render import campaign_view, render_banner, render_evaluation, render_note, run_name
 from ._traces import record_calls
 from .base import StoredRun
 
@@ -128,21 +128,16 @@ class MlflowStore:
         controls = controls or {}
         found = self.client.get_experiment_by_name(name)
         if found is None:
-            margin = "measured at the start" if env.min_delta_auto else f"{env.min_delta:g}"
-            banner = (f"Auto-research {'campaign' if kind == tags.CAMPAIGN_KIND else 'evaluations'}"
-                      f" on **{env.name}** ({env.profile}): {env.direction.value} "
-                      f"`{env.score_metric}`, keep margin {margin}. Each run is one "
-                      f"trial; the run tree is the lineage tree.")
+            banner = render_banner(env, kind)
             experiment_id = self.client.create_experiment(name, tags={
                 tags.KIND: kind, tags.ENVIRONMENT: env.name, tags.PROFILE: env.profile,
                 tags.DIRECTION: env.direction.value, tags.SCORE_METRIC: env.score_metric,
-                tags.MLFLOW_NOTE: banner,
-                tags.MLFLOW_EXPERIMENT_KIND: tags.MODEL_TRAINING, **controls})
+                tags.MLFLOW_NOTE: banner, **_ui_tags(), **controls})
         else:
             _check_kind(found.name, found.tags, kind)
-            if tags.MLFLOW_EXPERIMENT_KIND not in found.tags:  # opened before it was set
-                self.client.set_experiment_tag(found.experiment_id, tags.MLFLOW_EXPERIMENT_KIND,
-                                               tags.MODEL_TRAINING)
+            for key, value in _ui_tags().items():  # campaigns opened before these existed
+                if key not in found.tags:
+                    self.client.set_experiment_tag(found.experiment_id, key, value)
             for key, value in controls.items():
                 ran = found.tags.get(key, tags.CONTROL_DEFAULTS.get(key))
                 if ran != value:
@@ -656,6 +651,13 @@ def _probe(uri: str, must_exist: bool) -> None:
             raise StoreError(f"there is no tracking store at {uri}: nothing was recorded there "
                              f"yet; run a campaign first (autoresearch run ENV) or pass "
                              f"--tracking-uri")
+
+
+def _ui_tags() -> dict[str, str]:
+    """Experiment tags for the MLflow UI: the model-training kind, and the campaign's view (a
+    flat table in trial order with the story's columns, and its charts)."""
+    return {tags.MLFLOW_EXPERIMENT_KIND: tags.MODEL_TRAINING,
+            tags.MLFLOW_VIEW_PREFIX + tags.VIEW_KEY: campaign_view(int(time.time() * 1000))}
 
 
 def _check_kind(name: str, experiment_tags: dict[str, str], kind: str) -> None:

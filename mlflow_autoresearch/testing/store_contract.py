@@ -17,6 +17,7 @@ tests/test_store.py runs it on MLflow over a SQLite file and over a loopback `ml
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Callable
@@ -90,6 +91,12 @@ class TrialStoreContract:
         assert store.campaigns(name) == [(first, name)]
         assert store.campaigns(name + "-none") == []
         assert store.direction(first) is Direction.MINIMIZE
+        _, found = store.experiment(first)  # what the MLflow UI opens it with
+        assert found[tags.MLFLOW_EXPERIMENT_KIND] == tags.MODEL_TRAINING
+        view = json.loads(json.loads(found[tags.MLFLOW_VIEW_PREFIX + tags.VIEW_KEY])["state"])
+        assert view["orderByKey"] == f"metrics.`{tags.TRIAL_NUMBER}`"
+        assert "metrics.`score`" in view["selectedColumns"]
+        assert not found[tags.MLFLOW_NOTE].startswith("*")  # the experiments list shows it raw
 
     def test_a_campaign_keeps_its_controls_and_tags_every_trial_with_them(self, store, env, name):
         off = {tags.CONTROL_LINEAGE: "off", tags.CONTROL_ROSTER: "single"}
