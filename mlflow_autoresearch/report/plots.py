@@ -45,7 +45,7 @@ def _stacked_bars(ax: Axes, names: list[str], counts: list[Counter[str]],
         heights = [c[outcome] for c in counts]
         ax.bar(xs, heights, bottom=bottom, color=color(outcome), label=outcome, width=0.7)
         bottom = [b + h for b, h in zip(bottom, heights)]
-    crowded = len(names) > 6
+    crowded = len(names) > 6 or sum(len(n) for n in names) > 40  # long campaign names too
     ax.set_xticks(list(xs), names, rotation=45 if crowded else 0,
                   ha="right" if crowded else "center", fontsize=8 if crowded else None)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))

@@ -11,7 +11,8 @@ instead of raising them. The store's client has a URI of its own (a campaign's S
 `mlflow server`), so the spans are built here with a private OpenTelemetry tracer that exports
 nowhere, then written synchronously through the client's own store, in the order MLflow's exporter
 uses: the spans (`log_spans`), then the trace info (`start_trace`). A trace is a courtesy: a
-failure to write one prints one line on stderr and never costs the trial.
+failure to write one (a store without span logging, such as a file store, included) prints one
+line on stderr and never costs the trial.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import (LiveSpan, Span, SpanType, TraceData, TraceInfo, TraceLocation,
-                             TraceState)
+from mlflow.entities import LiveSpan, Span, SpanType, TraceInfo, TraceLocation, TraceState
 from mlflow.tracing.client import TracingClient
 from mlflow.tracing.constant import (TRACE_SCHEMA_VERSION, TRACE_SCHEMA_VERSION_KEY,
                                      SpanAttributeKey, TraceMetadataKey, TraceTagKey)
@@ -49,15 +49,8 @@ def record_calls(client: MlflowClient, experiment_id: str, run_id: str, title: s
     try:
         info, spans = build_trace(experiment_id, run_id, title, calls)
         tracing = TracingClient(client.tracking_uri)
-        try:
-            tracing.log_spans(experiment_id, spans)
-            in_store = True
-        except NotImplementedError:  # a store without span logging (file store, old server)
-            in_store = False
-        info = tracing.start_trace(info)
-        if not in_store:
-            tracing._upload_trace_data(info, TraceData(spans))
-        return [info.trace_id]
+        tracing.log_spans(experiment_id, spans)  # a store without span logging raises here
+        return [tracing.start_trace(info).trace_id]
     except Exception as exc:  # noqa: BLE001 - a lost trace must never lose the trial
         detail = " ".join(str(exc).split())[:300] or type(exc).__name__
         print(f"warning: could not record the LLM trace of {title!r} on run {run_id}: {detail}",
