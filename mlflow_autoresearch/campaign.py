@@ -323,7 +323,7 @@ def decide(env: Environment, outcome: Outcome, best: Trial | None,
         return None, None
     if best is None:
         return (Decision.BASELINE if is_baseline else Decision.KEEP), None
-    delta = outcome.score - best.score
+    delta = float(f"{outcome.score - best.score:.6g}")  # not 0.030600000000000183 in the UI
     keep = env.direction.better(outcome.score, best.score, env.min_delta)
     return (Decision.KEEP if keep else Decision.DISCARD), delta
 

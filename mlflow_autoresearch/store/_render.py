@@ -87,7 +87,9 @@ def campaign_view(now_ms: int) -> str:
          "isGenerated": False}]
     state = {"orderByKey": f"metrics.`{tags.TRIAL_NUMBER}`", "orderByAsc": True,
              "selectedColumns": list(VIEW_COLUMNS), "columnOrder": list(VIEW_COLUMNS),
-             "columnWidths": {f"tags.`{tags.HYPOTHESIS}`": 420}, "runsHiddenMode": "SHOW_ALL",
+             "columnWidths": {**{c: 130 for c in VIEW_COLUMNS if c.startswith("tags.")},
+                              f"tags.`{tags.HYPOTHESIS}`": 480},
+             "runsHiddenMode": "SHOW_ALL",
              "compareRunSections": [{"uuid": _SECTION, "name": "Campaign", "display": True,
                                      "isReordered": False}],
              "compareRunCharts": charts}

@@ -18,7 +18,7 @@ TAGS = (tags.SCHEMA_VERSION, tags.ENVIRONMENT, tags.CAMPAIGN, tags.PROFILE, tags
         tags.TIME_BASIS, tags.TRIAL, tags.SPECIALIST, tags.HYPOTHESIS, tags.EXPECTED_DELTA, tags.NOTES, tags.LABEL,
         tags.EXCERPT, tags.DIFF_SHA, tags.LINEAGE_PATH, tags.MLFLOW_NOTE)
 METRICS = (tags.TRIAL_NUMBER, tags.FAILURE_CODE, tags.DIFF_LINES, tags.TRIAL_SECONDS,
-           tags.HARNESS_SECONDS)
+           tags.HARNESS_SECONDS, tags.KEPT_METRIC)
 ARTIFACTS = (tags.PATCH, tags.PATCH_PREVIEW, tags.CONTEXT, tags.EVALUATION)
 
 
@@ -55,7 +55,10 @@ def check_trial_contract(store: TrialStore, run_id: str, environment: str | None
     else:
         assert t[tags.PARENT] == t[tags.MLFLOW_PARENT]
         assert t[tags.LINEAGE_PATH].endswith(f"/{t[tags.PARENT]}/")
-    assert f"**Trial {number}**" in t[tags.MLFLOW_NOTE]
+    assert t[tags.MLFLOW_NOTE].startswith(f"Trial {number}: **"), t[tags.MLFLOW_NOTE][:80]
+    if label is not FailureLabel.HARNESS_ABORT:  # the harness got as far as the edit
+        assert t[tags.AUDIT_IN_DOMAIN] in ("true", "false", "unknown"), run.name
+        assert tags.AUDIT_TOUCHED in t, run.name
     expected_status = {FailureLabel.HARNESS_ABORT: ("FAILED", "KILLED")}.get(label, ("FINISHED",))
     assert run.status in expected_status, f"{run.name}: {run.status} for {label.tag}"
     absent = [a for a in ARTIFACTS if a not in run.artifacts]
