@@ -618,7 +618,7 @@ def _margin(env: Environment, store: TrialStore, campaign_id: str) -> tuple[Envi
 
 
 def prepared_evaluator(env: Environment, settings: Settings,
-                        echo: Callable[[str], None]) -> CommandEvaluator:
+                       echo: Callable[[str], None]) -> CommandEvaluator:
     """The environment's evaluator, its data prepared, with the sandbox `settings` asks for."""
     kind, problem = choose_sandbox(settings.sandbox)
     if problem and settings.sandbox == BWRAP:

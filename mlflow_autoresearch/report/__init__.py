@@ -1,7 +1,8 @@
 """The campaign report: figures, report.md and lineage.html from a campaign's trial runs.
 
 Pure rendering over plain `StoredRun` values (no MLflow); `report.publish` reads the runs through
-the store and writes the report run. `best_score_steps` gives the `best_score` metric's history, step = trial number.
+the store and writes the report run. `best_score_steps` gives the `best_score` metric's history,
+step = trial number.
 """
 
 from __future__ import annotations
