@@ -25,7 +25,7 @@ from mlflow_autoresearch.environment import load_environment
 from mlflow_autoresearch.execution.sandbox import choose
 from mlflow_autoresearch.execution.executors.ray import NODE_ROOT, RayExecutor
 from mlflow_autoresearch.testing.executor_contract import ExecutorContract
-from support import TRIALS, edit_spec, recipe_pids
+from support import TRIALS, edit_spec, recipe_pids, recipes_gone
 
 SLOW = "opt:\n" + "".join(
     f"  - {{name: slow{i}, set: {{SLEEP: {2.5 + i / 10}}}, hypothesis: Sleep {i}}}\n"
@@ -137,10 +137,7 @@ def test_sigkill_of_a_ray_coordinator_loses_and_duplicates_nothing(toy_env, stor
         time.sleep(0.3)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
-    gone = time.monotonic() + 60
-    while recipe_pids(node_dir) and time.monotonic() < gone:
-        time.sleep(0.5)
-    assert recipe_pids(node_dir) == []
+    assert recipes_gone(node_dir, 60), recipe_pids(node_dir)
     second = loop(6)
     out, _ = second.communicate(timeout=400)
     assert second.returncode == 0, out

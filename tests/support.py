@@ -132,6 +132,15 @@ def recipe_pids(folder: Path, script: str = "toy.py") -> list[int]:
     return found
 
 
+def recipes_gone(folder: Path, seconds: float = 15.0) -> bool:
+    """Wait up to `seconds` for every recipe process under `folder` to exit (a killed group's
+    members take a moment after its leader)."""
+    deadline = time.monotonic() + seconds
+    while recipe_pids(folder) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not recipe_pids(folder)
+
+
 def edit_spec(env_dir: Path, **spec) -> None:
     """Override top-level keys of an environment copy's `autoresearch.yaml`."""
     path = env_dir / "autoresearch.yaml"

@@ -19,7 +19,7 @@ from mlflow_autoresearch.campaign import Settings, run_campaign
 from mlflow_autoresearch.errors import HarnessError
 from mlflow_autoresearch.store import MlflowStore
 from mlflow_autoresearch.testing import ScriptedAgent, check_trial_contract, replace_in
-from support import TRIALS, edit_spec, process_gone, recipe_pids
+from support import TRIALS, edit_spec, process_gone, recipe_pids, recipes_gone
 
 RECIPE = "recipe/toy.py"
 
@@ -124,7 +124,7 @@ def test_sigkill_with_three_in_flight_loses_and_duplicates_nothing(toy_env, stor
     first.wait(timeout=30)
     for run in running:  # each trial's processes died with the loop
         assert process_gone(int(run.data.tags[tags.PID].split("@")[0]), 15)
-    assert recipe_pids(work) == []
+    assert recipes_gone(work), recipe_pids(work)
     second = loop(6)
     out, _ = second.communicate(timeout=300)
     assert second.returncode == 0, out
