@@ -161,11 +161,8 @@ class Summary:
 
 
 def summarize(direction: Direction, rows: list[Row], running: int = 0) -> Summary:
-    kept = [r for r in rows if r.kept and r.score is not None]
-    best = None
-    for row in kept:
-        if best is None or direction.better(row.score, best.score):
-            best = row
+    board = leaderboard(direction, rows)
+    best = board[0] if board else None
     base = next((r for r in rows if r.decision == Decision.BASELINE.value), None)
     return Summary(
         trials=len(rows), keeps=sum(r.decision == Decision.KEEP.value for r in rows),
@@ -177,8 +174,7 @@ def summarize(direction: Direction, rows: list[Row], running: int = 0) -> Summar
 def leaderboard(direction: Direction, rows: list[Row]) -> list[Row]:
     """Kept trials and the baseline with a score, best first (earlier first on ties)."""
     kept = [r for r in rows if r.kept and r.score is not None]
-    sign = 1.0 if direction is Direction.MINIMIZE else -1.0
-    return sorted(kept, key=lambda r: (sign * r.score, r.number))
+    return sorted(kept, key=lambda r: (-direction.gain(r.score), r.number))
 
 
 @dataclass

@@ -7,7 +7,7 @@ import json
 
 from .. import tags
 from ..environment import Environment
-from ..records import Decision, Outcome, Proposal, TrialResult
+from ..records import Decision, Outcome, Proposal, Trial, TrialResult
 
 
 DIFF_PREVIEW_LINES = 12  # of the diff's changed lines, in the description
@@ -49,6 +49,15 @@ def render_note(number: int, proposal: Proposal, outcome: Outcome, decision: Dec
     lines += ["", "Diff: `trial/patch.diff.txt`; recipe: `trial/recipe/`; logs: `trial/logs/`; "
                   "what the specialist saw: `trial/context.md`."]
     return "\n".join(lines)
+
+
+def render_replay_note(trial: Trial, outcome: Outcome, seeds: tuple[int, ...],
+                       profile: str) -> str:
+    """A replay run's description: what was measured again, and both scores."""
+    new = f", score {outcome.score:.6g}" if outcome.score is not None else ""
+    old = f"; the trial scored {trial.score:.6g}" if trial.score is not None else ""
+    return (f"Trial {trial.number}'s recipe measured again on seeds {list(seeds)} ({profile} "
+            f"profile): label **{outcome.label.tag}**{new}{old}.")
 
 
 def render_banner(env: Environment, kind: str) -> str:

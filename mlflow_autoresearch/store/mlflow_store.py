@@ -47,7 +47,8 @@ from . import _search
 from ._lease import Lease, acquire
 from ._retry import BUDGET, Budget, RetryingClient, attempt, retry_seconds
 from ._records import cap, cap_path, quote, tag_is, trial_from_run
-from ._render import campaign_view, render_banner, render_evaluation, render_note, run_name
+from ._render import (campaign_view, render_banner, render_evaluation, render_note,
+                      render_replay_note, run_name)
 from ._traces import record_calls
 from .base import StoredRun
 
@@ -388,13 +389,8 @@ class MlflowStore:
             step = self._next_step(run_id, [k for k in run.data.metrics
                                             if k in metrics or k in _MASKED])
         metrics.update({k: math.nan for k in _MASKED if k in run.data.metrics and k not in metrics})
-        for rel, text in result.recipe.items():
-            self.client.log_text(run_id, text, f"{tags.RECIPE_DIR}/{rel}")
-        self.client.log_text(run_id, render_evaluation(outcome, decision, delta, result),
-                             tags.EVALUATION)
-        logs = {"harness.txt": _harness_log(outcome, result, tampered), **result.logs}
-        for name, text in logs.items():
-            self.client.log_text(run_id, text, f"{tags.LOGS_DIR}/{name}")
+        self._log_files(run_id, result, decision, delta,
+                        {"harness.txt": _harness_log(outcome, result, tampered), **result.logs})
         for key in drop:
             self.client.delete_tag(run_id, key)
         parent = self._parent_number(proposal.parent_id)
@@ -414,6 +410,16 @@ class MlflowStore:
         self._log_knobs(run, result.recipe)
         self._final_batch(run_id, metrics, final, step)
         self.client.set_terminated(run_id, _status(outcome.label, result.killed))
+
+    def _log_files(self, run_id: str, result: TrialResult, decision: Decision | None,
+                   delta: float | None, logs: dict[str, str]) -> None:
+        """A measured recipe's files: the recipe as it ran, the evaluation, the logs."""
+        for rel, text in result.recipe.items():
+            self.client.log_text(run_id, text, f"{tags.RECIPE_DIR}/{rel}")
+        self.client.log_text(run_id, render_evaluation(result.outcome, decision, delta, result),
+                             tags.EVALUATION)
+        for name, text in logs.items():
+            self.client.log_text(run_id, text, f"{tags.LOGS_DIR}/{name}")
 
     def _log_knobs(self, run, recipe: dict[str, str]) -> None:
         """The knob values the trial's recipe ran with, as params (logged once: MLflow never
@@ -527,20 +533,9 @@ class MlflowStore:
                                         tags={
             tags.KIND: tags.REPLAY_KIND, tags.REPLAY_OF: of, tags.REPLAY_LABEL: outcome.label.tag,
             tags.PROFILE: profile, tags.EXCERPT: cap(outcome.excerpt),
-            tags.MLFLOW_NOTE: f"Trial {trial.number}'s recipe measured again on seeds "
-                              f"{list(seeds)} ({profile} profile): label "
-                              f"**{outcome.label.tag}**"
-                              + (f", score {outcome.score:.6g}" if outcome.score is not None
-                                 else "")
-                              + (f"; the trial scored {trial.score:.6g}." if trial.score
-                                 is not None else "."),
+            tags.MLFLOW_NOTE: render_replay_note(trial, outcome, seeds, profile),
         }).info.run_id
-        for rel, text in result.recipe.items():
-            self.client.log_text(run_id, text, f"{tags.RECIPE_DIR}/{rel}")
-        self.client.log_text(run_id, render_evaluation(outcome, None, None, result),
-                             tags.EVALUATION)
-        for name, text in result.logs.items():
-            self.client.log_text(run_id, text, f"{tags.LOGS_DIR}/{name}")
+        self._log_files(run_id, result, None, None, result.logs)
         metrics = {**outcome.metrics, tags.TRIAL_SECONDS: round(result.trial_seconds, 4),
                    tags.FAILURE_CODE: float(outcome.label)}
         if outcome.score is not None:
