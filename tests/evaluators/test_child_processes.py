@@ -30,7 +30,8 @@ def _evaluator(tmp_path: Path) -> subprocess.Popen:
     """))
     proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
     deadline = time.monotonic() + 30
-    while not (tmp_path / "child.pid").exists() and time.monotonic() < deadline:
+    pid_file = tmp_path / "child.pid"  # created empty first, then written: wait for the pid
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
     return proc
 
